@@ -1,0 +1,80 @@
+"""The `synthloop` command: one thin subcommand per stage, over library functions.
+
+Each subcommand lives in its own module under `synthloop.cli` with a
+`register(subparsers)` function that adds its parser and sets `func` (a callable taking the
+parsed namespace and returning an exit code). See `synthloop.errors` for the exit-code table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from synthloop import __version__
+from synthloop.errors import EXIT_USAGE, SynthloopError
+
+# One module per command (group); each defines register(subparsers).
+COMMAND_MODULES = [
+    "synthloop.cli._schema",
+    "synthloop.cli._generate",
+    "synthloop.cli._evalset",
+    "synthloop.cli._ingest",
+    "synthloop.cli._replay",
+    "synthloop.cli._score",
+    "synthloop.cli._compare",
+    "synthloop.cli._run",
+    "synthloop.cli._feedback",
+]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # usage errors exit 2 with one line
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"synthloop: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="synthloop",
+        description="Synthetic interactions and feedback, replay against model versions, "
+        "paired-statistics release gates.",
+        epilog="exit codes: 0 success/gate passed, 1 regression, 2 usage or input error, "
+        "3 inconclusive (too few cases), 4 privacy gate failed",
+    )
+    parser.add_argument("--version", action="version", version=f"synthloop {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(name)
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        code = func(args)
+    except SynthloopError as e:
+        print(f"synthloop: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("synthloop: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+def entrypoint() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    entrypoint()

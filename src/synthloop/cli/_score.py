@@ -1,0 +1,9 @@
+"""`synthloop score` (being built; registers nothing yet)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    return None

@@ -1,0 +1,612 @@
+"""Versioned, immutable evalsets on disk.
+
+A version is a directory `evalsets/<name>/<version>/` holding Hugging Face `datasets` Arrow
+shards (`data-00000-of-00002.arrow`, `state.json`, `dataset_info.json`, so
+`datasets.load_from_disk(DIR)` works) plus `manifest.json` (an `EvalsetManifest`).
+
+Writes are streaming and atomic: rows go to a hidden temporary directory beside the target in
+fixed-size shards, and the directory is renamed into place only when complete. A version is
+never overwritten. `content_hash` is the sha256 over the canonical Arrow IPC encoding of the
+rows in fixed 65,536-row batches, so it depends on the rows and their order only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from synthloop import __version__
+from synthloop.errors import DataError
+from synthloop.schema import (
+    SCHEMA_VERSION,
+    EvalCase,
+    EvalsetCounts,
+    EvalsetManifest,
+    Provenance,
+)
+
+HASH_BATCH_ROWS = 65_536
+DEFAULT_SHARD_ROWS = 262_144
+MANIFEST = "manifest.json"
+DEFAULT_ROOT = Path("evalsets")
+
+FEEDBACK_TYPE = pa.struct(
+    [
+        ("thumb", pa.string()),
+        ("rating", pa.int8()),
+        ("comment", pa.string()),
+        ("clicks", pa.int32()),
+        ("read_time_s", pa.float64()),
+        ("watch_time_s", pa.float64()),
+        ("copied", pa.bool_()),
+        ("regenerated", pa.bool_()),
+        ("edited", pa.bool_()),
+        ("abandoned", pa.bool_()),
+        ("feedback_delay_s", pa.float64()),
+    ]
+)
+MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
+TAG_TYPE = pa.struct([("key", pa.string()), ("value", pa.string())])
+
+ARROW_SCHEMA = pa.schema(
+    [
+        ("case_id", pa.string()),
+        ("session_id", pa.string()),
+        ("user_id", pa.string()),
+        ("turn", pa.int32()),
+        ("timestamp", pa.timestamp("us", tz="UTC")),
+        ("history", pa.list_(MESSAGE_TYPE)),
+        ("input", pa.string()),
+        ("context", pa.string()),
+        ("references_good", pa.list_(pa.string())),
+        ("references_bad", pa.list_(pa.string())),
+        ("reply", pa.string()),
+        ("reply_latency_ms", pa.float64()),
+        ("expected_feedback", FEEDBACK_TYPE),
+        ("tags", pa.list_(TAG_TYPE)),
+    ]
+)
+COLUMNS = ARROW_SCHEMA.names
+
+_HF_FEATURES: dict[str, Any] = {
+    "case_id": {"dtype": "string", "_type": "Value"},
+    "session_id": {"dtype": "string", "_type": "Value"},
+    "user_id": {"dtype": "string", "_type": "Value"},
+    "turn": {"dtype": "int32", "_type": "Value"},
+    "timestamp": {"dtype": "timestamp[us, tz=UTC]", "_type": "Value"},
+    "history": {"feature": {"role": {"dtype": "string", "_type": "Value"},
+                            "content": {"dtype": "string", "_type": "Value"}},
+                "_type": "List"},
+    "input": {"dtype": "string", "_type": "Value"},
+    "context": {"dtype": "string", "_type": "Value"},
+    "references_good": {"feature": {"dtype": "string", "_type": "Value"}, "_type": "List"},
+    "references_bad": {"feature": {"dtype": "string", "_type": "Value"}, "_type": "List"},
+    "reply": {"dtype": "string", "_type": "Value"},
+    "reply_latency_ms": {"dtype": "float64", "_type": "Value"},
+    "expected_feedback": {
+        "thumb": {"dtype": "string", "_type": "Value"},
+        "rating": {"dtype": "int8", "_type": "Value"},
+        "comment": {"dtype": "string", "_type": "Value"},
+        "clicks": {"dtype": "int32", "_type": "Value"},
+        "read_time_s": {"dtype": "float64", "_type": "Value"},
+        "watch_time_s": {"dtype": "float64", "_type": "Value"},
+        "copied": {"dtype": "bool", "_type": "Value"},
+        "regenerated": {"dtype": "bool", "_type": "Value"},
+        "edited": {"dtype": "bool", "_type": "Value"},
+        "abandoned": {"dtype": "bool", "_type": "Value"},
+        "feedback_delay_s": {"dtype": "float64", "_type": "Value"},
+    },
+    "tags": {"feature": {"key": {"dtype": "string", "_type": "Value"},
+                         "value": {"dtype": "string", "_type": "Value"}},
+             "_type": "List"},
+}
+
+
+# --------------------------------------------------------------------------- row conversion
+def case_to_row(case: EvalCase) -> dict[str, Any]:
+    """An EvalCase as one row of the evalset Arrow schema."""
+    fb = case.expected_feedback
+    return {
+        "case_id": case.case_id,
+        "session_id": case.session_id,
+        "user_id": case.user_id,
+        "turn": case.turn,
+        "timestamp": case.timestamp,
+        "history": [{"role": m.role, "content": m.content} for m in case.history],
+        "input": case.input,
+        "context": case.context,
+        "references_good": list(case.references.good),
+        "references_bad": list(case.references.bad),
+        "reply": case.reply,
+        "reply_latency_ms": case.reply_latency_ms,
+        "expected_feedback": None if fb is None else {**fb.model_dump(), "thumb": fb.thumb.value},
+        "tags": [{"key": k, "value": v} for k, v in case.tags.items()],
+    }
+
+
+def row_to_case(row: dict[str, Any]) -> EvalCase:
+    """One row of the evalset Arrow schema as an EvalCase."""
+    return EvalCase.model_validate(
+        {
+            "case_id": row["case_id"],
+            "session_id": row["session_id"],
+            "user_id": row["user_id"],
+            "turn": row["turn"] or 0,
+            "timestamp": row["timestamp"],
+            "history": row["history"] or [],
+            "input": row["input"],
+            "context": row["context"],
+            "references": {"good": row["references_good"] or [], "bad": row["references_bad"] or []},
+            "reply": row["reply"],
+            "reply_latency_ms": row["reply_latency_ms"],
+            "expected_feedback": row["expected_feedback"],
+            "tags": {t["key"]: t["value"] for t in (row["tags"] or [])},
+        }
+    )
+
+
+def cases_to_batch(cases: Sequence[EvalCase]) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pylist([case_to_row(c) for c in cases], schema=ARROW_SCHEMA)
+
+
+def columns_to_batch(columns: dict[str, Any]) -> pa.RecordBatch:
+    """Build a batch from a dict of column arrays/lists; missing columns become nulls."""
+    n = None
+    for v in columns.values():
+        n = len(v)
+        break
+    if n is None:
+        raise ValueError("columns_to_batch needs at least one column")
+    arrays = []
+    for field in ARROW_SCHEMA:
+        if field.name in columns:
+            col = columns[field.name]
+            arr = col if isinstance(col, pa.Array) else pa.array(col, type=field.type)
+            if arr.type != field.type:
+                arr = arr.cast(field.type)
+        else:
+            arr = pa.nulls(n, type=field.type)
+        arrays.append(arr)
+    return pa.RecordBatch.from_arrays(arrays, schema=ARROW_SCHEMA)
+
+
+def _conform(batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Table:
+    if batch.schema.equals(ARROW_SCHEMA):
+        return batch
+    try:
+        return batch.select(COLUMNS).cast(ARROW_SCHEMA)
+    except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as e:
+        raise DataError(f"rows do not match the evalset schema: {e}") from None
+
+
+# --------------------------------------------------------------------------- hashing
+class ContentHasher:
+    """sha256 over canonical Arrow IPC bytes of the rows in fixed-size batches."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+        self._h.update(f"synthloop-evalset/{SCHEMA_VERSION}\n".encode())
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+
+    def update(self, batch: pa.RecordBatch) -> None:
+        self._pending.append(batch)
+        self._pending_rows += batch.num_rows
+        while self._pending_rows >= HASH_BATCH_ROWS:
+            table = pa.Table.from_batches(self._pending, schema=ARROW_SCHEMA)
+            head = table.slice(0, HASH_BATCH_ROWS)
+            rest = table.slice(HASH_BATCH_ROWS)
+            self._digest(head)
+            self._pending = rest.to_batches()
+            self._pending_rows = rest.num_rows
+
+    def _digest(self, table: pa.Table) -> None:
+        batch = table.combine_chunks().to_batches()
+        if not batch:
+            return
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, ARROW_SCHEMA) as w:
+            w.write_batch(batch[0])
+        self._h.update(hashlib.sha256(sink.getvalue().to_pybytes()).digest())
+
+    def hexdigest(self) -> str:
+        if self._pending_rows:
+            self._digest(pa.Table.from_batches(self._pending, schema=ARROW_SCHEMA))
+            self._pending, self._pending_rows = [], 0
+        return "sha256:" + self._h.hexdigest()
+
+
+def table_hash(table: pa.Table | pa.RecordBatch) -> str:
+    h = ContentHasher()
+    for b in _conform(table).to_batches() if isinstance(table, pa.Table) else [_conform(table)]:
+        h.update(b)  # type: ignore[arg-type]
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- summaries
+class _FeedbackTally:
+    def __init__(self) -> None:
+        self.with_feedback = 0
+        self.up = 0
+        self.down = 0
+        self.rated = 0
+        self.rating_sum = 0.0
+        self.explicit = 0
+
+    def update(self, batch: pa.RecordBatch) -> None:
+        fb = batch.column(ARROW_SCHEMA.get_field_index("expected_feedback"))
+        valid = fb.is_valid()
+        self.with_feedback += pc.sum(valid).as_py() or 0
+        thumb = pc.struct_field(fb, "thumb")
+        up = pc.equal(thumb, "up")
+        down = pc.equal(thumb, "down")
+        rating = pc.struct_field(fb, "rating")
+        self.up += pc.sum(up).as_py() or 0
+        self.down += pc.sum(down).as_py() or 0
+        self.rated += pc.sum(rating.is_valid()).as_py() or 0
+        self.rating_sum += pc.sum(rating).as_py() or 0
+        explicit = pc.or_kleene(pc.or_kleene(up, down), rating.is_valid())
+        self.explicit += pc.sum(pc.fill_null(explicit, False)).as_py() or 0
+
+    def summary(self) -> dict[str, Any]:
+        n = self.with_feedback
+        return {
+            "cases_with_feedback": n,
+            "explicit_share": round(self.explicit / n, 6) if n else None,
+            "thumbs_up": self.up,
+            "thumbs_down": self.down,
+            "thumb_up_rate": round(self.up / (self.up + self.down), 6) if self.up + self.down else None,
+            "mean_rating": round(self.rating_sum / self.rated, 6) if self.rated else None,
+        }
+
+
+# --------------------------------------------------------------------------- writing
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _tmp_dir_for(out: Path) -> Path:
+    return out.parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def check_new_version(out: str | Path) -> Path:
+    """Fail early, before any work, when `out` already holds something."""
+    p = Path(out)
+    if p.exists() and (not p.is_dir() or any(p.iterdir())):
+        raise DataError(f"{p}: already exists; an evalset version is never overwritten",
+                        hint="choose a new --out directory")
+    return p
+
+
+class EvalsetWriter:
+    """Stream rows into a new evalset version; the version appears atomically on `close()`.
+
+    Use as a context manager: an exception inside the block removes the temporary directory
+    and leaves no version behind.
+    """
+
+    def __init__(
+        self,
+        out: str | Path,
+        *,
+        provenance: Provenance,
+        name: str | None = None,
+        version: str | None = None,
+        shard_rows: int = DEFAULT_SHARD_ROWS,
+        count_sessions: bool = True,
+    ) -> None:
+        self.out = check_new_version(out)
+        self.name = name or self.out.parent.name or "evalset"
+        self.version = version or self.out.name
+        self.provenance = provenance
+        self.shard_rows = shard_rows
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = _tmp_dir_for(self.out)
+        self.tmp.mkdir()
+        self._hasher = ContentHasher()
+        self._feedback = _FeedbackTally()
+        self._shard_files: list[Path] = []
+        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
+        self._sink: Any = None
+        self._rows_in_shard = 0
+        self.rows = 0
+        self._sessions: set[str] | None = set() if count_sessions else None
+        self._closed = False
+        self.extra_files: dict[str, Any] = {}
+
+    # -- context manager
+    def __enter__(self) -> EvalsetWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None or not self._closed:
+            self.abort()
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._writer is not None:
+                self._writer.close()
+                self._sink.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self._closed = True
+
+    # -- writing
+    def write_cases(self, cases: Iterable[EvalCase], batch_size: int = 10_000) -> None:
+        buf: list[EvalCase] = []
+        for c in cases:
+            buf.append(c)
+            if len(buf) >= batch_size:
+                self.write_batch(cases_to_batch(buf))
+                buf = []
+        if buf:
+            self.write_batch(cases_to_batch(buf))
+
+    def write_batch(self, batch: pa.RecordBatch | pa.Table) -> None:
+        if self._closed:
+            raise RuntimeError("writer is closed")
+        batch = _conform(batch)
+        batches = batch.to_batches() if isinstance(batch, pa.Table) else [batch]
+        for b in batches:
+            self._write_one(b)
+
+    def _write_one(self, b: pa.RecordBatch) -> None:
+        if b.num_rows == 0:
+            return
+        self._hasher.update(b)
+        self._feedback.update(b)
+        if self._sessions is not None:
+            sid = b.column(ARROW_SCHEMA.get_field_index("session_id"))
+            self._sessions.update(x for x in pc.unique(sid).to_pylist() if x is not None)
+        offset = 0
+        while offset < b.num_rows:
+            if self._writer is None:
+                path = self.tmp / f"shard-{len(self._shard_files):05d}.arrow"
+                self._shard_files.append(path)
+                self._sink = pa.OSFile(str(path), "wb")
+                self._writer = pa.ipc.new_stream(self._sink, self._schema_with_features())
+                self._rows_in_shard = 0
+            take = min(b.num_rows - offset, self.shard_rows - self._rows_in_shard)
+            self._writer.write_batch(b.slice(offset, take))
+            offset += take
+            self._rows_in_shard += take
+            self.rows += take
+            if self._rows_in_shard >= self.shard_rows:
+                self._finish_shard()
+
+    def _finish_shard(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._sink.close()
+            self._writer = None
+
+    @staticmethod
+    def _schema_with_features() -> pa.Schema:
+        meta = {"huggingface": json.dumps({"info": {"features": _HF_FEATURES}})}
+        return ARROW_SCHEMA.with_metadata(meta)
+
+    def close(
+        self,
+        *,
+        sessions: int | None = None,
+        interactions: int | None = None,
+        consent_summary: dict[str, Any] | None = None,
+        feedback_summary: dict[str, Any] | None = None,
+        privacy: dict[str, Any] | None = None,
+        partial: bool = False,
+        notes: Sequence[str] = (),
+    ) -> EvalsetManifest:
+        """Finish shards, write the manifest and rename the version into place."""
+        self._finish_shard()
+        if not self._shard_files:
+            # an empty evalset still gets one (empty) shard so datasets can load it
+            path = self.tmp / "shard-00000.arrow"
+            with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(
+                sink, self._schema_with_features()
+            ):
+                pass
+            self._shard_files.append(path)
+        total = len(self._shard_files)
+        names = []
+        for i, p in enumerate(self._shard_files):
+            name = f"data-{i:05d}-of-{total:05d}.arrow"
+            p.rename(self.tmp / name)
+            names.append(name)
+        content_hash = self._hasher.hexdigest()
+        n_sessions = sessions if sessions is not None else (
+            len(self._sessions) if self._sessions is not None else 0)
+        fsum = self._feedback.summary()
+        if feedback_summary:
+            fsum.update(feedback_summary)
+        manifest = EvalsetManifest(
+            name=self.name,
+            version=self.version,
+            content_hash=content_hash,
+            created_at=_utcnow(),
+            package_version=__version__,
+            provenance=self.provenance,
+            counts=EvalsetCounts(sessions=n_sessions, cases=self.rows,
+                                 interactions=interactions if interactions is not None else self.rows),
+            consent_summary=consent_summary or {},
+            feedback_summary=fsum,
+            privacy=privacy,
+            partial=partial,
+            shards=names,
+            notes=list(notes),
+        )
+        state: dict[str, Any] = {
+            "_data_files": [{"filename": n} for n in names],
+            "_fingerprint": content_hash.split(":")[-1][:16],
+            "_format_columns": None,
+            "_format_kwargs": {},
+            "_format_type": None,
+            "_output_all_columns": False,
+            "_split": None,
+        }
+        (self.tmp / "state.json").write_text(json.dumps(state, indent=2))
+        (self.tmp / "dataset_info.json").write_text(
+            json.dumps({"features": _HF_FEATURES, "description": f"synthloop evalset {self.name}"
+                        f"@{self.version}"}, indent=2))
+        for fname, content in self.extra_files.items():
+            data = content if isinstance(content, str | bytes) else json.dumps(
+                content, indent=2, default=str)
+            mode = "wb" if isinstance(data, bytes) else "w"
+            with open(self.tmp / fname, mode) as f:
+                f.write(data)
+        (self.tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2))
+        _fsync_dir(self.tmp)
+        check_new_version(self.out)
+        if self.out.exists():
+            self.out.rmdir()  # empty directory left by the user: replace it
+        os.rename(self.tmp, self.out)
+        _fsync_dir(self.out.parent)
+        self._closed = True
+        return manifest
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_evalset(
+    out: str | Path, cases: Iterable[EvalCase], *, provenance: Provenance, **close_kwargs: Any
+) -> EvalsetManifest:
+    """Write an evalset version from EvalCases in one call."""
+    with EvalsetWriter(out, provenance=provenance) as w:
+        w.write_cases(cases)
+        return w.close(**close_kwargs)
+
+
+# --------------------------------------------------------------------------- reading
+@dataclass(frozen=True)
+class Evalset:
+    """A read-only evalset version on disk."""
+
+    path: Path
+    manifest: EvalsetManifest
+
+    @property
+    def content_hash(self) -> str:
+        return self.manifest.content_hash
+
+    def __len__(self) -> int:
+        return self.manifest.counts.cases
+
+    def iter_batches(self) -> Iterator[pa.RecordBatch]:
+        for name in self.manifest.shards:
+            with pa.memory_map(str(self.path / name)) as src:
+                reader = pa.ipc.open_stream(src)
+                for b in reader:
+                    yield b.replace_schema_metadata(None)
+
+    def table(self) -> pa.Table:
+        batches = list(self.iter_batches())
+        return pa.Table.from_batches(batches, schema=ARROW_SCHEMA)
+
+    def iter_cases(self) -> Iterator[EvalCase]:
+        for b in self.iter_batches():
+            for row in b.to_pylist():
+                yield row_to_case(row)
+
+    def cases(self) -> list[EvalCase]:
+        return list(self.iter_cases())
+
+    def to_dataset(self) -> Any:
+        """The evalset as a Hugging Face `datasets.Dataset` (memory-mapped)."""
+        import datasets
+
+        return datasets.load_from_disk(str(self.path))
+
+
+def load_manifest(path: str | Path) -> EvalsetManifest:
+    p = Path(path) / MANIFEST
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise DataError(f"{Path(path)}: not an evalset version (no {MANIFEST})",
+                        hint="pass a directory written by `synthloop generate` or "
+                             "`synthloop evalset import`, or NAME@VERSION") from None
+    try:
+        return EvalsetManifest.model_validate_json(text)
+    except Exception as e:  # pydantic.ValidationError or JSON error
+        raise DataError(f"{p}: invalid evalset manifest: {str(e).splitlines()[0]}") from None
+
+
+def resolve(ref: str | Path, root: str | Path | None = None) -> Path:
+    """A path, or `name@version` / `name@latest` under `root` (default `./evalsets`)."""
+    p = Path(ref)
+    if p.exists() or "@" not in str(ref):
+        return p
+    name, _, version = str(ref).rpartition("@")
+    base = Path(root) if root is not None else Path(os.environ.get("SYNTHLOOP_EVALSETS", DEFAULT_ROOT))
+    if version == "latest":
+        versions = [e for e in list_evalsets(base) if e.manifest.name == name
+                    or e.path.parent.name == name]
+        if not versions:
+            raise DataError(f"no versions of evalset '{name}' under {base}",
+                            hint="run `synthloop evalset list`")
+        return max(versions, key=lambda e: e.manifest.created_at).path
+    cand = base / name / version
+    if not (cand / MANIFEST).exists():
+        raise DataError(f"evalset {name}@{version} not found under {base}",
+                        hint="run `synthloop evalset list`")
+    return cand
+
+
+def open_evalset(ref: str | Path, root: str | Path | None = None) -> Evalset:
+    path = resolve(ref, root)
+    return Evalset(path=path, manifest=load_manifest(path))
+
+
+def list_evalsets(root: str | Path = DEFAULT_ROOT) -> list[Evalset]:
+    """Every complete version under root (temporary, half-written ones are never listed)."""
+    base = Path(root)
+    found: list[Evalset] = []
+    if not base.exists():
+        return found
+    for manifest in sorted(base.rglob(MANIFEST)):
+        d = manifest.parent
+        if any(part.startswith(".") for part in d.relative_to(base).parts):
+            continue
+        try:
+            found.append(Evalset(path=d, manifest=load_manifest(d)))
+        except DataError:
+            continue
+    return found
+
+
+def diff(a: Evalset, b: Evalset) -> dict[str, Any]:
+    """Cases added, removed and changed between two versions, by case id."""
+    ta = a.table()
+    tb = b.table()
+    ida = ta.column("case_id").to_pylist()
+    idb = tb.column("case_id").to_pylist()
+    sa, sb = set(ida), set(idb)
+    common = sa & sb
+    ra = dict(zip(ida, ta.to_pylist(), strict=True))
+    rb = dict(zip(idb, tb.to_pylist(), strict=True))
+    changed = sorted(c for c in common if ra[c] != rb[c])
+    return {
+        "a": {"path": str(a.path), "content_hash": a.content_hash, "cases": len(ida)},
+        "b": {"path": str(b.path), "content_hash": b.content_hash, "cases": len(idb)},
+        "identical": a.content_hash == b.content_hash,
+        "added": sorted(sb - sa),
+        "removed": sorted(sa - sb),
+        "changed": changed,
+    }
