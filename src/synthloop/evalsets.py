@@ -192,6 +192,30 @@ def _conform(batch: pa.RecordBatch | pa.Table) -> pa.RecordBatch | pa.Table:
 
 
 # --------------------------------------------------------------------------- hashing
+class _HashSink:
+    """A write-only file object that feeds sha256 (for `pa.PythonFile`)."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        self._h.update(data)
+        return len(data)
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.closed = True
+
+    def writable(self) -> bool:
+        return True
+
+    def digest(self) -> bytes:
+        return self._h.digest()
+
+
 class ContentHasher:
     """sha256 over canonical Arrow IPC bytes of the rows in fixed-size batches."""
 
@@ -213,13 +237,21 @@ class ContentHasher:
             self._pending_rows = rest.num_rows
 
     def _digest(self, table: pa.Table) -> None:
+        single = table.num_columns > 0 and table.column(0).num_chunks == 1
         batch = table.combine_chunks().to_batches()
         if not batch:
             return
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, ARROW_SCHEMA) as w:
+        if single:
+            # one chunk is not copied by combine_chunks, and a zero-copy slice of a bigger
+            # batch encodes (nested columns) differently from concatenated chunks: compact it
+            # the same way, so the hash depends on the rows only, never on how they were batched
+            batch = [batch[0].take(pa.array(range(batch[0].num_rows), type=pa.int64()))]
+        # the IPC bytes stream straight into sha256 (same digest as hashing the whole buffer,
+        # without holding two more copies of 65,536 rows in memory)
+        sink = _HashSink()
+        with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), ARROW_SCHEMA) as w:
             w.write_batch(batch[0])
-        self._h.update(hashlib.sha256(sink.getvalue().to_pybytes()).digest())
+        self._h.update(sink.digest())
 
     def hexdigest(self) -> str:
         if self._pending_rows:
@@ -610,3 +642,203 @@ def diff(a: Evalset, b: Evalset) -> dict[str, Any]:
         "removed": sorted(sa - sb),
         "changed": changed,
     }
+
+
+# --------------------------------------------------------------------------- export (streaming, atomic)
+EXPORT_FORMATS = ("jsonl", "parquet", "csv")
+CSV_COLUMNS = [
+    "case_id", "session_id", "user_id", "turn", "timestamp", "input", "context", "reply",
+    "reply_latency_ms", "history", "references_good", "references_bad",
+    "feedback_thumb", "feedback_rating", "feedback_comment", "feedback_clicks",
+    "feedback_read_time_s", "feedback_watch_time_s", "feedback_copied", "feedback_regenerated",
+    "feedback_edited", "feedback_abandoned", "feedback_delay_s", "tags",
+]
+"""Columns of a CSV export: nested values (history, references, tags) are JSON strings and
+`expected_feedback` is flattened into `feedback_*` columns (empty when there is none)."""
+
+
+def _iso(ts: datetime | None) -> str | None:
+    if ts is None:
+        return None
+    s = ts.isoformat()
+    return s[:-6] + "Z" if s.endswith("+00:00") else s
+
+
+def row_to_json(row: dict[str, Any]) -> dict[str, Any]:
+    """One Arrow row as the JSON of its EvalCase (`EvalCase.model_dump(mode="json")`), fast."""
+    fb = row["expected_feedback"]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "case_id": row["case_id"],
+        "session_id": row["session_id"],
+        "user_id": row["user_id"],
+        "turn": row["turn"] or 0,
+        "timestamp": _iso(row["timestamp"]),
+        "history": row["history"] or [],
+        "input": row["input"],
+        "context": row["context"],
+        "references": {"good": row["references_good"] or [], "bad": row["references_bad"] or []},
+        "reply": row["reply"],
+        "reply_latency_ms": row["reply_latency_ms"],
+        "expected_feedback": fb,
+        "tags": {t["key"]: t["value"] for t in (row["tags"] or [])},
+    }
+
+
+def _csv_row(row: dict[str, Any]) -> list[Any]:
+    fb = row["expected_feedback"] or {}
+    return [
+        row["case_id"], row["session_id"], row["user_id"], row["turn"], _iso(row["timestamp"]),
+        row["input"], row["context"], row["reply"], row["reply_latency_ms"],
+        json.dumps(row["history"] or [], ensure_ascii=False),
+        json.dumps(row["references_good"] or [], ensure_ascii=False),
+        json.dumps(row["references_bad"] or [], ensure_ascii=False),
+        fb.get("thumb"), fb.get("rating"), fb.get("comment"), fb.get("clicks"),
+        fb.get("read_time_s"), fb.get("watch_time_s"), fb.get("copied"), fb.get("regenerated"),
+        fb.get("edited"), fb.get("abandoned"), fb.get("feedback_delay_s"),
+        json.dumps({t["key"]: t["value"] for t in (row["tags"] or [])}, ensure_ascii=False),
+    ]
+
+
+def export_evalset(ev: Evalset, out: str | Path, fmt: str, *, overwrite: bool = False,
+                   on_batch: Any = None) -> int:
+    """Write every case of `ev` to one file (jsonl, parquet or csv), streaming, atomically.
+
+    Rows go to a hidden temporary file beside `out`, renamed into place when complete; an
+    existing `out` is an error unless `overwrite`. Returns the number of rows written.
+    `on_batch(rows)` is called after each batch (for progress bars).
+    """
+    import csv
+
+    import pyarrow.parquet as pq
+
+    if fmt not in EXPORT_FORMATS:
+        raise DataError(f"unknown export format '{fmt}'", hint=f"use one of {', '.join(EXPORT_FORMATS)}")
+    dest = Path(out)
+    if dest.exists() and (dest.is_dir() or not overwrite):
+        raise DataError(f"{dest}: already exists", hint="choose another --out or pass --force"
+                        if not dest.is_dir() else "--out must be a file path")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    rows = 0
+    try:
+        if fmt == "parquet":
+            with pq.ParquetWriter(str(tmp), ARROW_SCHEMA) as pw:
+                for b in ev.iter_batches():
+                    pw.write_batch(b)
+                    rows += b.num_rows
+                    if on_batch is not None:
+                        on_batch(b.num_rows)
+        else:
+            with open(tmp, "w", encoding="utf-8", newline="") as f:
+                writer = csv.writer(f) if fmt == "csv" else None
+                if writer is not None:
+                    writer.writerow(CSV_COLUMNS)
+                for b in ev.iter_batches():
+                    for row in b.to_pylist():
+                        if writer is not None:
+                            writer.writerow(_csv_row(row))
+                        else:
+                            f.write(json.dumps(row_to_json(row), ensure_ascii=False) + "\n")
+                    rows += b.num_rows
+                    if on_batch is not None:
+                        on_batch(b.num_rows)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return rows
+
+
+# --------------------------------------------------------------------------- streaming diff
+def _row_digests(ev: Evalset) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    for b in ev.iter_batches():
+        for row in b.to_pylist():
+            blob = json.dumps(row, sort_keys=True, default=str, ensure_ascii=False)
+            out[row["case_id"]] = hashlib.blake2b(blob.encode(), digest_size=16).digest()
+    return out
+
+
+def diff_versions(a: Evalset, b: Evalset, *, limit: int | None = 20) -> dict[str, Any]:
+    """Cases added, removed and changed from `a` to `b` by case id, plus manifest differences.
+
+    Streams both versions (one 16-byte digest per case in memory, not the rows). Lists of ids
+    are cut to `limit` (None = all); the counts are always complete.
+    """
+    ma, mb = a.manifest, b.manifest
+
+    def side(ev: Evalset) -> dict[str, Any]:
+        m = ev.manifest
+        return {"path": str(ev.path), "name": m.name, "version": m.version,
+                "content_hash": m.content_hash, "cases": m.counts.cases,
+                "sessions": m.counts.sessions}
+
+    fields: dict[str, Any] = {}
+    for label, va, vb in (
+        ("generator", ma.provenance.generator, mb.provenance.generator),
+        ("seed", ma.provenance.seed, mb.provenance.seed),
+        ("spec_hash", ma.provenance.spec_hash, mb.provenance.spec_hash),
+        ("source_data_hash", ma.provenance.source_data_hash, mb.provenance.source_data_hash),
+        ("package_version", ma.package_version, mb.package_version),
+    ):
+        if va != vb:
+            fields[label] = {"a": va, "b": vb}
+    result: dict[str, Any] = {"a": side(a), "b": side(b),
+                              "identical": ma.content_hash == mb.content_hash,
+                              "manifest_changes": fields}
+    if result["identical"]:
+        result.update({"added": 0, "removed": 0, "changed": 0, "unchanged": ma.counts.cases,
+                       "added_ids": [], "removed_ids": [], "changed_ids": []})
+        return result
+    da, db = _row_digests(a), _row_digests(b)
+    added = sorted(k for k in db if k not in da)
+    removed = sorted(k for k in da if k not in db)
+    changed = sorted(k for k, v in da.items() if k in db and db[k] != v)
+    cut = (lambda xs: xs) if limit is None else (lambda xs: xs[:limit])
+    result.update({
+        "added": len(added), "removed": len(removed), "changed": len(changed),
+        "unchanged": len(da) - len(removed) - len(changed),
+        "added_ids": cut(added), "removed_ids": cut(removed), "changed_ids": cut(changed),
+    })
+    return result
+
+
+# --------------------------------------------------------------------------- stale temporaries
+def stale_temp_dirs(root: str | Path = DEFAULT_ROOT) -> list[Path]:
+    """Hidden temporary directories left by writers that died (their process is gone)."""
+    base = Path(root)
+    found: list[Path] = []
+    if not base.exists():
+        return found
+    for d in sorted(base.rglob(".*.tmp-*")):
+        pid_part = d.name.rpartition(".tmp-")[2].split("-")[0]
+        if not pid_part.isdigit():
+            continue
+        pid = int(pid_part)
+        alive = True
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:
+            alive = True
+        if not alive:  # a live pid (ours, or a reused one) is left alone
+            found.append(d)
+    return found
+
+
+def remove_stale_temp_dirs(root: str | Path = DEFAULT_ROOT) -> list[Path]:
+    """Delete `stale_temp_dirs(root)`; returns what was removed."""
+    removed = []
+    for d in stale_temp_dirs(root):
+        if d.is_dir():
+            shutil.rmtree(d, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                d.unlink()
+        removed.append(d)
+    return removed

@@ -82,7 +82,7 @@ def row_to_response(row: dict[str, object]) -> Response:
         latency_ms=row["latency_ms"],  # type: ignore[arg-type]
         usage=Usage(prompt_tokens=int(row["prompt_tokens"] or 0),  # type: ignore[call-overload]
                     completion_tokens=int(row["completion_tokens"] or 0)),  # type: ignore[call-overload]
-        attempts=int(row["attempts"] or 1),  # type: ignore[call-overload]
+        attempts=1 if row["attempts"] is None else int(row["attempts"]),  # type: ignore[call-overload]
         cached=bool(row["cached"]),
     )
 

@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "synthloop.cli._evalset",
     "synthloop.cli._ingest",
     "synthloop.cli._replay",
+    "synthloop.cli._simulate",
     "synthloop.cli._score",
     "synthloop.cli._compare",
     "synthloop.cli._run",

@@ -1,0 +1,1 @@
+"""Implementation of the rules generator; the public names live in `synthloop.generate.rules`."""
