@@ -8,7 +8,7 @@ warm-cache rerun (same seed: identical hash, zero requests).
 The server (`synthloop.testing.FakeOpenAIServer` with a responder that writes distinct JSON
 user messages) runs in its own process by default, so the figures are the generator's.
 Faults are drawn from 429 (Retry-After 0.05 s), 500, 503, timeout, reset, bad_json and
-empty_choices; the client timeout is 1 s (a timeout fault stalls 5 s).
+empty_choices; the client timeout is 2 s (a timeout fault stalls 5 s).
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             tmp = Path(td)
             spec = {
                 "kind": "llm", "n": args.n, "seed": 1, "concurrency": args.concurrency,
-                "endpoint": {"base_url": base_url, "model": "bench", "timeout_s": 1.0,
+                "endpoint": {"base_url": base_url, "model": "bench", "timeout_s": 2.0,
                              "backoff_s": 0.05, "max_retries": 8, "max_tokens": 64},
                 "personas": [{"name": f"p{i}", "description": f"persona {i}"} for i in range(6)],
                 "intents": [{"name": f"i{i}", "description": f"intent {i}"} for i in range(8)],

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from synthloop.cli import main
 from synthloop.errors import ConfigError, DataError
 from synthloop.evalsets import open_evalset, write_evalset
 from synthloop.schema import EvalCase, Feedback, Message, Provenance, Response
@@ -236,7 +237,8 @@ def test_ece_and_report_html() -> None:
     assert expected_calibration_error(p, p) == 0.0
 
 
-def test_cli_train_and_report(trained: tuple[FeedbackModel, Path, Path], tmp_path: Path) -> None:
+def test_cli_train_and_report(trained: tuple[FeedbackModel, Path, Path], tmp_path: Path,
+                              capsys: pytest.CaptureFixture[str]) -> None:
     _, train_es, test_es = trained
     out = tmp_path / "m"
     code, stdout, stderr = run_cli("feedback", "train", str(train_es), "--out", str(out),
@@ -245,30 +247,31 @@ def test_cli_train_and_report(trained: tuple[FeedbackModel, Path, Path], tmp_pat
     assert "cross-validated" in stdout and (out / MODEL_FILE).exists()
     assert json.loads((out / MODEL_FILE).read_text())["params"]["use_latency"] is False
     # never silently replaced
-    code, _, stderr = run_cli("feedback", "train", str(train_es), "--out", str(out))
-    assert code == 2 and "already exists" in stderr and "--force" in stderr
+    assert main(["feedback", "train", str(train_es), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--force" in err
     html_path = tmp_path / "r" / "report.html"
     json_path = tmp_path / "r" / "report.json"
-    code, stdout, stderr = run_cli("feedback", "report", str(out), "--evalset", str(test_es),
-                                   "--html", str(html_path), "--json", str(json_path))
-    assert code == 0, stderr
+    assert main(["feedback", "report", str(out), "--evalset", str(test_es),
+                 "--html", str(html_path), "--json", str(json_path)]) == 0
+    stdout = capsys.readouterr().out
     assert "Brier" in stdout and "ECE" in stdout and "AUC" in stdout
     page = html_path.read_text()
     assert "<svg" in page and "reliability" in page and "<script" not in page
     figures = json.loads(json_path.read_text())
     assert figures["metrics"]["n"] == 2500 and len(figures["reliability"]) == 15
     # in-sample evaluation is flagged
-    code, stdout, _ = run_cli("feedback", "report", str(out), "--evalset", str(train_es))
-    assert code == 0 and "IN-SAMPLE" in stdout
+    assert main(["feedback", "report", str(out), "--evalset", str(train_es)]) == 0
+    assert "IN-SAMPLE" in capsys.readouterr().out
     # user mistakes: one line, exit 2, nothing written
-    code, _, stderr = run_cli("feedback", "train", str(tmp_path / "nope"), "--out",
-                              str(tmp_path / "m2"))
-    assert code == 2 and "not an evalset" in stderr and not (tmp_path / "m2").exists()
+    assert main(["feedback", "train", str(tmp_path / "nope"), "--out",
+                 str(tmp_path / "m2")]) == 2
+    assert "not an evalset" in capsys.readouterr().err and not (tmp_path / "m2").exists()
     bad_cfg = tmp_path / "cfg.yaml"
     bad_cfg.write_text("folds: 5\ncalibraton: isotonic\n")
-    code, _, stderr = run_cli("feedback", "train", str(train_es), "--out", str(tmp_path / "m3"),
-                              "--config", str(bad_cfg))
-    assert code == 2 and "did you mean `calibration`" in stderr
+    assert main(["feedback", "train", str(train_es), "--out", str(tmp_path / "m3"),
+                 "--config", str(bad_cfg)]) == 2
+    assert "did you mean `calibration`" in capsys.readouterr().err
     assert not (tmp_path / "m3").exists()
 
 

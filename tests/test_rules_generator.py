@@ -431,6 +431,9 @@ BAD_SPECS = {
     "template_syntax": (
         mutate(lambda s: s["intents"][0].__setitem__("answers", ["{{ product_name "])),
         "intents[0].answers[0]: template syntax error on line 1"),
+    "unseeded_random_filter": (
+        mutate(lambda s: s["intents"][0].__setitem__("answers", ["{{ ['a', 'b'] | random }}"])),
+        "intents[0].answers[0]: template syntax error on line 1: No filter named 'random'"),
     "unknown_faker_provider": (
         mutate(lambda s: s["slots"].__setitem__("first_name", {"faker": "frist_name"})),
         "slots.first_name.faker: unknown Faker provider 'frist_name' (did you mean 'first_name'?)"),

@@ -154,6 +154,16 @@ def test_fuzzy_ratio_is_the_normalised_indel_similarity() -> None:
             assert fuzzy_ratio(a, b) == pytest.approx(2 * _lcs_dp(a2, b2) / (len(a2) + len(b2)))
 
 
+def test_token_fast_path_equals_the_word_regex() -> None:
+    import re
+
+    rng = random.Random(5)
+    alphabet = [chr(c) for c in range(128)] + ["é", "ß", "日"]
+    for _ in range(300):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        assert tokens(text) == re.findall(r"\w+", text.lower()), repr(text)
+
+
 def test_normalize_ascii_fast_path_agrees_with_unicode_path() -> None:
     assert normalize("The  Eiffel-Tower, (Paris)!") == "eiffel tower paris"
     assert normalize("«Le» Louvre — à Paris!") == "le louvre à paris"
@@ -708,3 +718,12 @@ def test_incomplete_run_is_scored_with_a_warning(tmp_path: Path) -> None:
     summary = score_run(run, ScorersConfig.from_data(
         {"scorers": [{"name": "m", "kind": "exact_match"}]}))
     assert summary["warnings"] and "interrupted" in summary["warnings"][0]
+
+
+def test_example_configs_load(repo_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-used")
+    paths = sorted((repo_root / "configs").glob("scorers*.yaml"))
+    assert len(paths) >= 2
+    for p in paths:
+        cfg, built = ss._runner.load_and_build(p)
+        assert [s.name for s in built] == [e.name for e in cfg.scorers]

@@ -448,8 +448,9 @@ def test_compare_runs_averages_samples_and_drops_scorer_failures(tmp_path: Path)
     cmp = compare_runs(base, cand, worst=0)
     m = cmp.metrics["m"]
     cov = m.coverage
-    assert (cov.paired, cov.failed_base, cov.failed_cand, cov.samples_base) == (57, 1, 1, 2)
-    assert m.overall.mean_base == pytest.approx((1.0 + 0.5 * 55) / 57)  # case 0 keeps sample 0
+    assert (cov.paired, cov.failed_base, cov.failed_cand, cov.samples_base) == (58, 1, 1, 2)
+    # case 0 keeps its one good sample (1.0); the other 57 paired cases average 1 and 0
+    assert m.overall.mean_base == pytest.approx((1.0 + 0.5 * 57) / 58)
     assert cmp.clustered and cmp.n_clusters == 20
     assert any("not paired" in note for note in cmp.notes)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ def register(sub: Any) -> None:
 
 
 def _usage(p: argparse.ArgumentParser) -> int:
-    p.print_help()
+    p.print_help(sys.stderr)
     return 2
 
 

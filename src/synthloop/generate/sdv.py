@@ -1415,16 +1415,9 @@ def _privacy_inputs(synthetic: pd.DataFrame, real_train: pd.DataFrame, real_hold
     else:
         note = (f"the ingest replaced PII with `{pii_replace}` surrogates, which look like PII: "
                 "the PII check cannot tell them apart and is not evaluated")
-    matched = None
-    if len(real_holdout) and "user_id" in real_train.columns:
-        n_users = real_holdout["user_id"].nunique()
-        users = np.array(sorted(real_train["user_id"].astype(str).unique()))
-        rng = np.random.default_rng([seed, 71])
-        pick = set(users[rng.permutation(len(users))[:n_users]])
-        matched = real_train[real_train["user_id"].astype(str).isin(pick)]
     return PrivacyInputs(
         training=real_train, synthetic=synthetic, holdout=real_holdout if len(real_holdout) else None,
-        training_matched=matched,
+        group_column="user_id",
         sdtypes=sdtypes, texts=synthetic["input"].astype(str).tolist(),
         pool_texts=pool.normalized, private_texts=pool.private, values=values,
         canaries=list(spec.canaries), pii_finder=finder, pii_note=note, seed=seed,

@@ -208,22 +208,29 @@ class _Replay:
         """Items still to do, in evalset order, with cache hits looked up a batch at a time."""
         batch: list[_Item] = []
         backfill: list[tuple[str, Any]] = []
+        step = 64  # a small first slice, so the first requests go out at once
         for rb in self.evalset.iter_batches():
-            for row in rb.to_pylist():
-                case = row_to_case(row)
-                for sample in range(self.repeats):
-                    rid = (case.case_id, sample)
-                    self.order.append(rid)
-                    done = self.results.get(rid)
-                    if done is not None:
-                        if self.cache is not None and done.error is None and not done.cached:
-                            backfill.append((self.key_for(case, sample), _response_value(done)))
-                        continue
-                    key = self.key_for(case, sample) if self.cache is not None else None
-                    batch.append(_Item(case, sample, key))
-            if len(batch) >= _PLAN_BATCH:
-                yield from self._lookup(batch)
-                batch = []
+            offset = 0
+            while offset < rb.num_rows:
+                rows = rb.slice(offset, step).to_pylist()
+                offset += len(rows)
+                for row in rows:
+                    case = row_to_case(row)
+                    for sample in range(self.repeats):
+                        rid = (case.case_id, sample)
+                        self.order.append(rid)
+                        done = self.results.get(rid)
+                        if done is not None:
+                            if self.cache is not None and done.error is None and not done.cached:
+                                backfill.append((self.key_for(case, sample),
+                                                 _response_value(done)))
+                            continue
+                        key = self.key_for(case, sample) if self.cache is not None else None
+                        batch.append(_Item(case, sample, key))
+                if len(batch) >= step:
+                    yield from self._lookup(batch)
+                    batch = []
+                    step = _PLAN_BATCH
         if batch:
             yield from self._lookup(batch)
         if backfill and self.cache is not None:  # replies logged before a kill, not yet cached

@@ -21,6 +21,9 @@ Contract (stable; plugins such as the feedback-model scorer implement against it
     evalset, the baseline run and the response cache);
   - `describe() -> dict` (the config recorded in scores.json; secrets are removed anyway);
   - `usage() -> dict` (extra figures for scores.json, e.g. judge calls and tokens);
+  - `summary_extra() -> dict` (extra keys merged into the metric's summary in scores.json);
+  - `uses_cache: bool` (the runner opens the response cache and passes it in `prepare`);
+  - `secret_env_vars: list[str]` (environment variables whose values must never be written);
   - `close()` / `aclose()` (release clients at the end).
 * A scorer that raises on a case is recorded as that case's failure (value null, error set),
   never a crashed run. To stop the whole command (bad credentials, ...) raise a

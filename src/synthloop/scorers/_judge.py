@@ -309,7 +309,6 @@ class JudgeUsage:
 class _JudgeBase:
     """Endpoint, retries, structured output, re-asks and caching shared by both judges."""
 
-    uses_cache = True
     higher_is_better = True
     verdict_model: type[BaseModel] = PointwiseVerdict
 
@@ -336,6 +335,11 @@ class _JudgeBase:
         raise ConfigError(f"api_key_env: environment variable {env} is not set",
                           hint=f"export {env}=... (local 127.0.0.1 endpoints need none; "
                                "`api_key_env: null` sends no key)")
+
+    @property
+    def uses_cache(self) -> bool:
+        """The runner opens the response cache only for scorers that use it."""
+        return bool(self.options.cache)
 
     def prepare(self, context: RunContext) -> None:
         self.cache = context.cache if self.options.cache else None

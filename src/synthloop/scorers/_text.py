@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 import string
-from collections import Counter
 from collections.abc import Sequence
 
 _WS = re.compile(r"\s+")
 _PUNCT = re.compile(r"[^\w\s]")
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 _TOKEN = re.compile(r"\w+")
+_DIGIT = re.compile(r"\d")
 _NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+]?\.\d+")
 
 
@@ -41,9 +41,24 @@ def normalize(text: str, *, lowercase: bool = True, strip_punctuation: bool = Tr
     return text.strip()
 
 
+_NONWORD_TO_SPACE = str.maketrans({chr(c): " " for c in range(128)
+                                   if not (chr(c).isalnum() or chr(c) == "_")})
+
+
 def tokens(text: str) -> list[str]:
     """Lower-cased word tokens (Unicode `\\w+` runs): punctuation and spacing never count."""
-    return _TOKEN.findall(text.lower())
+    low = text.lower()
+    if low.isascii():  # fast path, same tokens as the regex: non-word ASCII → space, split
+        return low.translate(_NONWORD_TO_SPACE).split()
+    return _TOKEN.findall(low)
+
+
+def _counts(toks: Sequence[str]) -> dict[str, int]:
+    d: dict[str, int] = {}
+    get = d.get
+    for t in toks:
+        d[t] = get(t, 0) + 1
+    return d
 
 
 def token_f1(pred: Sequence[str], ref: Sequence[str]) -> float:
@@ -56,14 +71,14 @@ def best_token_f1(pred: Sequence[str], refs: Sequence[Sequence[str]]) -> float:
     prediction's counts are built once."""
     if not refs:
         return 0.0
-    pc = Counter(pred)
+    pc = _counts(pred)
     n = len(pred)
     best = 0.0
     for ref in refs:
         if not n or not ref:
             f1 = 1.0 if not n and not ref else 0.0
         else:
-            rc = Counter(ref)
+            rc = _counts(ref)
             small, big = (pc, rc) if len(pc) <= len(rc) else (rc, pc)
             same = 0
             for k, v in small.items():
@@ -128,6 +143,8 @@ def fuzzy_ratio(a: str, b: str) -> float:
 def numbers(text: str) -> list[float]:
     """Every number in `text` (thousands separators and exponents allowed), in order."""
     out: list[float] = []
+    if not _DIGIT.search(text):
+        return out
     for m in _NUMBER.finditer(text):
         try:
             out.append(float(m.group(0).replace(",", "")))

@@ -668,10 +668,10 @@ def _fit_lr(X: sp.csr_matrix, y: np.ndarray, cfg: FeedbackTrainConfig) -> Any:
 
     # liblinear is much faster than lbfgs on wide hashed features, and its dual solver is
     # the fast one when there are fewer rows than columns (templated replies make the primal
-    # Newton steps badly conditioned). A large intercept scaling keeps its (regularised)
-    # intercept close to an unregularised one.
+    # Newton steps badly conditioned). Its intercept is regularised, which does not matter:
+    # predictions go through the calibration map fitted on out-of-fold scores.
     lr = LogisticRegression(C=cfg.C, max_iter=cfg.max_iter, solver="liblinear",
-                            dual=X.shape[0] < X.shape[1], intercept_scaling=10.0)
+                            dual=X.shape[0] < X.shape[1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         lr.fit(X, y)

@@ -147,16 +147,17 @@ def compile_templates(spec: RulesSpec, spec_path: Path, source: str
         out.where[path] = where
         try:
             ast = env.parse(text)
-        except TemplateSyntaxError as e:
+            names = meta.find_undeclared_variables(ast)
+            compiled = env.from_string(text)
+        except TemplateSyntaxError as e:  # also an unknown filter (TemplateAssertionError)
             problems.append(f"{source}: {where}: template syntax error on line {e.lineno}: "
                             f"{e.message}")
             continue
-        names = meta.find_undeclared_variables(ast)
         out.used[path] = tuple(sorted(names))
+        out.templates[path] = compiled
         for name in sorted(names - known):
             close = difflib.get_close_matches(name, user_names, n=1, cutoff=0.6)
             hint = (f"did you mean '{close[0]}'?" if close
                     else f"define it under slots or constants; known: {', '.join(user_names)}")
             problems.append(f"{source}: {where}: undefined variable '{name}' ({hint})")
-        out.templates[path] = env.from_string(text)
     return out, problems

@@ -365,13 +365,22 @@ async def generate_sessions(maker: SessionMaker, cells: Sequence[Cell], *, dedup
     pending: list[tuple[Cell, int, list[str]]] = [(c, 0, []) for c in cells]
     rounds = 0
     budget_stopped = False
+    attempts = 0
     with progress_bar(len(cells), "generate (llm)", enabled=progress) as bar:
         for rnd in range(refill_rounds + 1):
             if not pending:
                 break
             rounds = rnd + 1
+            attempts += len(pending)
+            bar.set_total(attempts)            # refill rounds add their sessions
 
-            outcomes = await asyncio.gather(*(maker.run(*p) for p in pending))
+            async def one(item: tuple[Cell, int, list[str]]) -> SessionOutcome:
+                out = await maker.run(*item)
+                bar.advance(1, retries=client.stats.retries,
+                            cost=f"${client.stats.cost_usd:.4f}")
+                return out
+
+            outcomes = await asyncio.gather(*(one(p) for p in pending))
             if rnd == 0 and outcomes and all(o.status == "transport_error" for o in outcomes):
                 raise TargetError(f"{client.endpoint.base_url}: every request failed "
                                   f"({outcomes[0].error})",
@@ -405,8 +414,7 @@ async def generate_sessions(maker: SessionMaker, cells: Sequence[Cell], *, dedup
                         continue
                 kept_text[sid] = opener
                 accepted[o.cell.index] = o
-                bar.advance(1, retries=client.stats.retries, dropped=len(dropped),
-                            cost=f"${client.stats.cost_usd:.4f}")
+            bar.advance(0, dropped=len(dropped))
             if budget_stopped or client.budget.exhausted:
                 budget_stopped = True
                 break
