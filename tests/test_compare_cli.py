@@ -1,5 +1,6 @@
-"""End-to-end: `synthloop compare` and `synthloop gate` in a subprocess, every exit code and
-the reports they write."""
+"""End-to-end: `synthloop compare` and `synthloop gate`, every exit code and the reports they
+write. The main paths run the real command in a subprocess (`run_cli`); variants of the same
+paths call `synthloop.cli.main` in-process to keep the suite fast."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from synthloop.cli import main
 from synthloop.stats.fixtures import write_run_pair
+from tests.conftest import run_cli
 
 POLICY = """\
 rules:
@@ -21,6 +23,16 @@ rules:
     confidence: 0.95
     segments: cluster        # also test each value of tag `cluster`, corrected for multiplicity
 """
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """`synthloop ARGS` in-process: (exit code, stdout, stderr)."""
+    try:
+        code = main(list(args))
+    except SystemExit as e:  # argparse usage errors
+        code = int(e.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
 def _runs(root: Path, n: int, p_disc: float, *, bad_cluster_drop: float = 0.0,
@@ -49,17 +61,20 @@ def policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Three comparisons made with the CLI: pass, regression (one cluster), inconclusive."""
+    """Three comparisons: pass, regression (one cluster), inconclusive (too few cases)."""
     root = tmp_path_factory.mktemp("cli")
     out: dict[str, Path] = {}
     for name, kw in {"pass": dict(n=4000, p_disc=0.02),
                      "regression": dict(n=4000, p_disc=0.04, bad_cluster_drop=0.4),
                      "inconclusive": dict(n=400, p_disc=0.3)}.items():
         base, cand = _runs(root / name, **kw)  # type: ignore[arg-type]
-        code, stdout, stderr = run_cli("compare", str(base), str(cand), "--out",
-                                       str(root / name / "cmp"), "--seed", "3")
-        assert code == 0, stderr
-        assert "wrote" in stdout and "correct ↑" in stdout
+        args = ["compare", str(base), str(cand), "--out", str(root / name / "cmp"), "--seed", "3"]
+        if name == "regression":
+            code, stdout, stderr = run_cli(*args)  # the real command, end to end
+            assert code == 0, stderr
+            assert "wrote" in stdout and "correct ↑" in stdout
+        else:
+            assert main(args) == 0
         out[name] = root / name / "cmp"
     return out
 
@@ -74,10 +89,11 @@ def test_compare_writes_comparison_json(compared: dict[str, Path]) -> None:
     assert m["overall"]["test"].startswith("cluster_sign_flip")
 
 
-def test_gate_pass_exit_0(compared: dict[str, Path], policy: Path, tmp_path: Path) -> None:
-    code, stdout, stderr = run_cli("gate", str(compared["pass"]), "--policy", str(policy),
-                                   "--junit", str(tmp_path / "j.xml"),
-                                   "--markdown", str(tmp_path / "r.md"))
+def test_gate_pass_exit_0(compared: dict[str, Path], policy: Path, tmp_path: Path,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    code, stdout, stderr = cli(capsys, "gate", str(compared["pass"]), "--policy", str(policy),
+                               "--junit", str(tmp_path / "j.xml"),
+                               "--markdown", str(tmp_path / "r.md"), "--no-step-summary")
     assert code == 0, stdout + stderr
     assert stdout.startswith("PASS:")
     assert (compared["pass"] / "verdict.json").exists()
@@ -125,7 +141,8 @@ def test_gate_inconclusive_exit_3(compared: dict[str, Path], policy: Path, tmp_p
     assert root.get("errors") == "1"
 
 
-def test_gate_usage_and_config_errors_exit_2(compared: dict[str, Path], tmp_path: Path) -> None:
+def test_gate_usage_and_config_errors_exit_2(compared: dict[str, Path], tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
     cmpdir = compared["pass"]
     bad = tmp_path / "bad.yaml"
     bad.write_text("rules:\n  - metric: correct\n    max_dorp: 0.02\n  - metric: corect\n    min: 1\n")
@@ -139,15 +156,18 @@ def test_gate_usage_and_config_errors_exit_2(compared: dict[str, Path], tmp_path
     assert (verdict_file.read_bytes() if verdict_file.exists() else None) == before
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text("rules:\n  - metric: corect\n    max_drop: 0.02\n")
-    code, _, stderr = run_cli("gate", str(cmpdir), "--policy", str(unknown))
+    code, _, stderr = cli(capsys, "gate", str(cmpdir), "--policy", str(unknown))
     assert code == 2 and "did you mean `correct`?" in stderr
-    code, _, stderr = run_cli("gate", str(tmp_path / "nowhere"), "--policy", str(unknown))
+    code, _, stderr = cli(capsys, "gate", str(tmp_path / "nowhere"), "--policy", str(unknown))
     assert code == 2 and "no comparison found" in stderr and "synthloop compare" in stderr
-    code, _, stderr = run_cli("gate", str(cmpdir))
+    code, _, stderr = cli(capsys, "gate", str(cmpdir), "--policy", str(tmp_path / "missing.yaml"))
+    assert code == 2 and "not found" in stderr
+    code, _, stderr = cli(capsys, "gate", str(cmpdir))
     assert code == 2 and "--policy" in stderr
 
 
-def test_compare_input_errors_exit_2_and_write_nothing(tmp_path: Path) -> None:
+def test_compare_input_errors_exit_2_and_write_nothing(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
     base, _ = _runs(tmp_path / "a", n=60, p_disc=0.2)
     _, other = _runs(tmp_path / "b", n=70, p_disc=0.2)
     out = tmp_path / "cmp"
@@ -157,11 +177,24 @@ def test_compare_input_errors_exit_2_and_write_nothing(tmp_path: Path) -> None:
     # the evalset moved away: a clear error, and --evalset fixes it
     _, cand = _runs(tmp_path / "c", n=60, p_disc=0.2)
     (tmp_path / "c" / "evalset").rename(tmp_path / "c" / "moved")
-    code, _, stderr = run_cli("compare", str(tmp_path / "c" / "base"), str(cand), "--out", str(out))
+    code, _, stderr = cli(capsys, "compare", str(tmp_path / "c" / "base"), str(cand),
+                          "--out", str(out))
     assert code == 2 and "--evalset" in stderr and not out.exists()
-    code, stdout, _ = run_cli("compare", str(tmp_path / "c" / "base"), str(cand), "--out", str(out),
-                              "--evalset", str(tmp_path / "c" / "moved"), "--html",
-                              str(out / "cmp.html"))
+    code, stdout, _ = cli(capsys, "compare", str(tmp_path / "c" / "base"), str(cand), "--out",
+                          str(out), "--evalset", str(tmp_path / "c" / "moved"), "--html",
+                          str(out / "cmp.html"), "--markdown", str(out / "cmp.md"))
     assert code == 0 and (out / "comparison.json").exists() and (out / "cmp.html").exists()
-    code, _, stderr = run_cli("compare", str(base), str(base), "--out", str(out), "--confidence", "2")
+    assert (out / "cmp.md").read_text().startswith("## synthloop comparison")
+    code, _, stderr = cli(capsys, "compare", str(base), str(base), "--out", str(out),
+                          "--confidence", "2")
     assert code == 2 and "between 0.5 and 1" in stderr
+    code, _, stderr = cli(capsys, "compare", str(base), str(cand), "--out", str(out),
+                          "--metrics", "nope")
+    assert code == 2 and "metric 'nope'" in stderr
+
+
+def test_cli_default_bootstrap_matches_the_library() -> None:
+    from synthloop.cli._compare import N_BOOT as CLI_N_BOOT
+    from synthloop.stats import N_BOOT
+
+    assert CLI_N_BOOT == N_BOOT

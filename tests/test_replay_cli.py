@@ -217,7 +217,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(
     ev = make_evalset(tmp_path / "ev", n)
     plan = FaultPlan(rate=0.15, kinds=("429", "500", "timeout"), seed=seed, by="body",
                      retry_after_s=0.01, timeout_s=2.0)
-    settings = {"timeout_s": 0.3, "max_retries": 8, "retry_initial_s": 0.005,
+    settings = {"timeout_s": 1.0, "max_retries": 8, "retry_initial_s": 0.005,
                 "retry_max_s": 0.02}
     rng = random.Random(seed)
     kill_at = rng.randint(n // 5, 3 * n // 4)  # completed cases in the log when killed
@@ -294,8 +294,11 @@ def test_api_key_appears_in_no_file_and_no_output(tmp_path: Path,
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     monkeypatch.setenv("SYNTHLOOP_PROGRESS", "1")
     ev = make_evalset(tmp_path / "ev", 60)
-    plan = FaultPlan(rate=0.3, kinds=("429", "500", "503", "bad_json", "empty_choices",
-                                      "reset", "401"), seed=4)
+    rng = random.Random(4)  # 30 % faults of every kind, and a 401 that is always reached
+    kinds = ("429", "500", "503", "bad_json", "empty_choices", "reset")
+    script = {i: rng.choice(kinds) for i in range(400) if rng.random() < 0.3}
+    script[5] = script[150] = "401"
+    plan = FaultPlan(script=script)
     outputs = []
     with FakeOpenAIServer(faults=plan) as server:
         target = write_target(tmp_path / "t.yaml", server.base_url, max_retries=2,

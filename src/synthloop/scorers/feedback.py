@@ -392,8 +392,20 @@ def _fit_calibration(scores: np.ndarray, y: np.ndarray, method: str) -> dict[str
 
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip", increasing=True)
         iso.fit(scores, y)
+        # Each isotonic block's rate is k/n of its rows; a block of all-down (or all-up)
+        # rows would predict exactly 0 (or 1). Shrink every block to (k + 0.5) / (n + 1)
+        # (the Jeffreys estimate), then restore monotonicity.
+        fitted = iso.predict(scores)
+        ys = np.asarray(iso.y_thresholds_, dtype=np.float64)
+        smoothed = ys.copy()
+        for v in np.unique(ys):
+            block = fitted == v
+            n_b = int(block.sum())
+            if n_b:
+                smoothed[ys == v] = (float(y[block].sum()) + 0.5) / (n_b + 1.0)
+        smoothed = np.maximum.accumulate(smoothed)
         return {"method": "isotonic", "x": [float(v) for v in iso.X_thresholds_],
-                "y": [float(v) for v in iso.y_thresholds_]}
+                "y": [float(v) for v in smoothed]}
     from sklearn.linear_model import LogisticRegression
 
     lr = LogisticRegression(C=1e6, max_iter=1000)
@@ -858,7 +870,7 @@ def feedback_report(model_dir: str | Path, evalset: Any, *, bins: int = ECE_BINS
 
 def reliability_svg(bins: Sequence[ReliabilityBin], *, size: int = 360) -> str:
     """A reliability diagram (mean outcome vs mean prediction per bin) as inline SVG."""
-    pad = 44
+    pad = 52
     inner = size - 2 * pad
 
     def px(v: float) -> float:
