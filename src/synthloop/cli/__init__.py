@@ -17,19 +17,24 @@ from typing import NoReturn
 from synthloop import __version__
 from synthloop.errors import EXIT_USAGE, SynthloopError
 
-# One module per command (group); each defines register(subparsers).
-COMMAND_MODULES = [
-    "synthloop.cli._schema",
-    "synthloop.cli._generate",
-    "synthloop.cli._evalset",
-    "synthloop.cli._ingest",
-    "synthloop.cli._replay",
-    "synthloop.cli._simulate",
-    "synthloop.cli._score",
-    "synthloop.cli._compare",
-    "synthloop.cli._run",
-    "synthloop.cli._feedback",
-]
+# Command name -> the module that registers it (each defines register(subparsers)).
+# Only the module of the command being run is imported, so start-up stays fast; `--help`
+# imports them all to list every command.
+COMMANDS: dict[str, str] = {
+    "schema": "synthloop.cli._schema",
+    "generate": "synthloop.cli._generate",
+    "evalset": "synthloop.cli._evalset",
+    "ingest": "synthloop.cli._ingest",
+    "replay": "synthloop.cli._replay",
+    "simulate": "synthloop.cli._simulate",
+    "score": "synthloop.cli._score",
+    "compare": "synthloop.cli._compare",
+    "gate": "synthloop.cli._compare",
+    "run": "synthloop.cli._run",
+    "demo": "synthloop.cli._run",
+    "feedback": "synthloop.cli._feedback",
+}
+COMMAND_MODULES = list(dict.fromkeys(COMMANDS.values()))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,7 +43,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"synthloop: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; with `command`, only that command's module is imported."""
     parser = _Parser(
         prog="synthloop",
         description="Synthetic interactions and feedback, replay against model versions, "
@@ -48,14 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"synthloop {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name in COMMAND_MODULES:
-        module = importlib.import_module(name)
-        module.register(sub)
+    modules = [COMMANDS[command]] if command in COMMANDS else COMMAND_MODULES
+    for name in modules:
+        importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:
