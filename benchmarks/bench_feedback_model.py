@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         FeedbackTrainConfig,
         brier_score,
         classification_metrics,
-        expected_calibration_error,
         evalset_rows,
+        expected_calibration_error,
         train_on_rows,
     )
 

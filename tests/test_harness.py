@@ -121,11 +121,11 @@ def test_faulty_server_every_case_accounted_and_rerun_is_free(tmp_path: Path) ->
         fresh = ReplayStats()
         m3 = replay(ev, openai_target(server, timeout_s=0.25, max_retries=5), tmp_path / "run2",
                     concurrency=32, cache=cache, stats=fresh)
-        errors = [r for r in rs if r.error is not None]
-        assert server.request_count - sent == fresh.requests
-        assert m3.counts.cached == m.counts.ok
-        if not errors:
-            assert server.request_count == sent and fresh.requests == 0
+        # with 6 attempts a case fails only after 6 faults in a row (p = 0.2**6): none here
+        # (test_retry_budget_runs_out_case_recorded_run_goes_on covers exhausted budgets)
+        assert m.counts.error == 0
+        assert server.request_count == sent and fresh.requests == 0
+        assert m3.counts.cached == m3.counts.ok == 150
         rs3 = responses(tmp_path / "run2")
         assert [r.output for r in rs3 if r.cached] == [r.output for r in rs if r.error is None]
         assert all(r.attempts == 0 for r in rs3 if r.cached)

@@ -156,9 +156,22 @@ def test_pipeline_finds_segment_regression_and_caches_every_stage(tmp_path: Path
 
 def test_candidate_equal_to_baseline_passes(tmp_path: Path) -> None:
     cfg = make_project(tmp_path, candidate="model_good")
+    data = yaml.safe_load(cfg.read_text())
+    data["targets"]["candidates"] = ["targets/base.yaml"]  # the very same target
+    data["feedback_model"] = {"train_on": {"generate": "spec.yaml"},  # = the evalset stage
+                              "training": {"use_latency": False, "min_rows": 30}}
+    _write(cfg, data)
     result = run_pipeline(cfg, progress=False)
     assert result.exit_code == 0 and result.verdict == "PASS"
     assert result.candidates[0].regressions == []
+    assert result.candidates[0].run == result.baseline_run
+    assert statuses(result)["feedback-evalset"] == "reused"
+    # --force redoes each stage once, not the ones this run just made
+    forced = run_pipeline(cfg, progress=False, force=True)
+    assert forced.exit_code == 0
+    st = [(s.stage, s.status) for s in forced.stages]
+    assert ("evalset", "ran") in st and ("feedback-evalset", "reused") in st
+    assert st.count(("replay base", "ran")) == 1 and ("replay base", "reused") in st
 
 
 def test_inline_sections_multiple_candidates_and_feedback_model(tmp_path: Path) -> None:

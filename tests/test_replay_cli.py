@@ -208,7 +208,8 @@ def _requests_by_case(bodies: list[dict[str, Any]]) -> Counter[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [3, 8])
 def test_sigkill_then_resume_equals_an_uninterrupted_run(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        seed: int) -> None:
     """Kill -9 the replay at a random point (drawn from `seed`), resume it, and compare with an
     uninterrupted run on an identical server: the same result case for case, and no case
     finished before the kill is requested again."""
@@ -249,16 +250,16 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(
         assert kill_at <= len(logged) < n
         assert RunDir(run_a).manifest().status == "running"
 
-        code, stdout, stderr = run_cli(*args)
+        code, stdout, stderr = cli(capsys, *args)  # resume (in this process)
         assert code == 0, stderr
         assert f"{len(logged):,} resumed from the run log" in stdout
         after_kill = server_a.requests[len(before_kill):]
 
     with FakeOpenAIServer(latency_s=0.02, faults=plan) as server_b:
         target_b = write_target(tmp_path / "b.yaml", server_b.base_url, **settings)
-        code, _, stderr = run_cli("replay", "--evalset", str(ev), "--target", str(target_b),
-                                  "--out", str(tmp_path / "run-b"), "--concurrency", "8",
-                                  "--cache", str(tmp_path / "cache-b.sqlite"))
+        code, _, stderr = cli(capsys, "replay", "--evalset", str(ev), "--target", str(target_b),
+                              "--out", str(tmp_path / "run-b"), "--concurrency", "8",
+                              "--cache", str(tmp_path / "cache-b.sqlite"))
         assert code == 0, stderr
 
     resumed = responses(run_a)

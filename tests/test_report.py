@@ -127,9 +127,9 @@ class _Resources(HTMLParser):
         if tag == "script":
             self.scripts += 1
         for k, v in attrs:
-            if k in ("src", "href", "srcset", "action", "poster", "data", "xlink:href") and v:
-                if not v.startswith("#"):
-                    self.fetches.append(f"{tag}.{k}={v}")
+            fetching = k in ("src", "href", "srcset", "action", "poster", "data", "xlink:href")
+            if fetching and v and not v.startswith("#"):
+                self.fetches.append(f"{tag}.{k}={v}")
 
 
 def test_html_is_self_contained_and_escapes_everything(regression: tuple[Comparison, Verdict]) -> None:

@@ -277,6 +277,14 @@ class _Ctx:
     progress: bool | None
     log: Log | None
     stages: list[StageRecord] = field(default_factory=list)
+    made: set[Path] = field(default_factory=set)
+    """Stage outputs produced by this invocation (never redone twice, even with --force)."""
+
+    def redo(self, out: Path) -> None:
+        """With --force, clear a stage output once (not one this invocation just made)."""
+        if self.force and out not in self.made and out.exists():
+            shutil.rmtree(out)
+        self.made.add(out)
 
     def record(self, stage: str, status: str, path: Path, t0: float, detail: str = "") -> None:
         rec = StageRecord(stage, status, path, time.perf_counter() - t0, detail)
@@ -314,8 +322,7 @@ def _evalset_stage(ctx: _Ctx, stage: EvalsetStage, label: str) -> Any:
     key = _digest("evalset", _spec_digest(spec), stage.seed, stage.sessions, stage.name,
                   __version__)[:16]
     out = ctx.workdir / "evalsets" / _slug(spec.stem) / key
-    if out.exists() and ctx.force:
-        shutil.rmtree(out)
+    ctx.redo(out)
     if (out / "manifest.json").exists():
         es = open_evalset(out)
         ctx.record(label, "reused", out, t0, f"{len(es):,} cases")
@@ -346,8 +353,7 @@ def _feedback_stage(ctx: _Ctx, fb: FeedbackStage, evalset: Any) -> Path:
     cfg = fb.training
     key = _digest("feedback", train.content_hash, cfg.model_dump(mode="json"), __version__)[:16]
     out = ctx.workdir / "feedback" / key
-    if out.exists() and ctx.force:
-        shutil.rmtree(out)
+    ctx.redo(out)
     if (out / MODEL_FILE).exists():
         try:
             FeedbackModel.load(out, expect_evalset_hash=train.content_hash)
@@ -398,8 +404,7 @@ def _replay_stage(ctx: _Ctx, evalset: Any, target: Any, label: str) -> Path:
     key = _digest("run", evalset.content_hash, fp, ctx.config.repeats)[:16]
     out = ctx.workdir / "runs" / f"{_slug(label)}-{key}"
     run = RunDir(out)
-    if out.exists() and ctx.force:
-        shutil.rmtree(out)
+    ctx.redo(out)
     if run.exists() and run.responses_path.exists() and run.manifest().status == "complete":
         m = run.manifest()
         ctx.record(f"replay {label}", "reused", out, t0, f"{m.counts.total:,} responses")
@@ -451,7 +456,9 @@ def _score_stage(ctx: _Ctx, run_path: Path, label: str, scorers: Any) -> str:
     key = _digest("score", file_hash(run.responses_path), cfg_blob, feedback_hashes,
                   __version__)
     marker = run_path / PIPELINE_SCORES
-    if not ctx.force and marker.exists() and run.scores_path.exists():
+    forced = ctx.force and marker not in ctx.made
+    ctx.made.add(marker)
+    if not forced and marker.exists() and run.scores_path.exists():
         try:
             if json.loads(marker.read_text()).get("key") == key:
                 ctx.record(f"score {label}", "reused", run.scores_path, t0)
@@ -482,8 +489,7 @@ def _compare_stage(ctx: _Ctx, base_run: Path, cand_run: Path, label: str, keys: 
     t0 = time.perf_counter()
     key = _digest("compare", keys, options, ctx.config.seed, __version__)[:16]
     out = ctx.workdir / "compare" / f"{_slug(label)}-{key}"
-    if out.exists() and ctx.force:
-        shutil.rmtree(out)
+    ctx.redo(out)
     if (out / COMPARISON_FILE).exists():
         ctx.record(f"compare {label}", "reused", out, t0)
         return out
@@ -552,16 +558,36 @@ def _check_segments(ctx: _Ctx, evalset: Any, keys: list[str], source: str) -> No
                           hint=f"tag keys in {evalset.path}: {', '.join(sorted(found)) or 'none'}")
 
 
-def _regressions(verdict: Any) -> list[Regression]:
+def _regressions(verdict: Any, comparison: Any) -> list[Regression]:
+    """The failed checks as (metric, segment, delta, two-sided CI) for the summary."""
+    from synthloop.gate import fmt, fmt_p
+
     out = []
+    level = f"{comparison.confidence:.0%}"
     for r in verdict.results:
         if r.counts_as != "fail" or r.kind == "segments":
             continue
         seg = r.segment or "overall"
-        lo = r.lower
-        hi = r.upper
-        out.append(Regression(metric=r.metric, segment=seg, delta=r.estimate, ci_low=lo,
-                              ci_high=hi, message=f"{r.metric} [{seg}]: {r.reason}"))
+        stats = None
+        m = comparison.metrics.get(r.metric)
+        if m is not None:
+            if r.segment and "=" in r.segment:
+                key, _, value = r.segment.partition("=")
+                stats = m.segments.get(key, {}).get(value)
+            elif r.kind == "non_inferiority":
+                stats = m.overall
+        if stats is not None and stats.delta is not None:
+            ci = stats.ci or (None, None)
+            p = r.p_adjusted if r.p_adjusted is not None else r.p_value
+            msg = (f"{r.metric} [{seg}]: change {fmt(stats.delta, True)} "
+                   f"[{level} CI {fmt(ci[0], True)}, {fmt(ci[1], True)}] on {stats.n:,} cases, "
+                   f"{'adjusted ' if r.p_adjusted is not None else ''}p={fmt_p(p)}")
+            out.append(Regression(metric=r.metric, segment=seg, delta=stats.delta,
+                                  ci_low=ci[0], ci_high=ci[1], message=msg))
+        else:
+            out.append(Regression(metric=r.metric, segment=seg, delta=r.estimate,
+                                  ci_low=r.lower, ci_high=r.upper,
+                                  message=f"{r.metric} [{seg}]: {r.reason}"))
     return out
 
 
@@ -716,7 +742,7 @@ def run_pipeline(
         results.append(CandidateResult(
             label=label, target=label, run=run_path, comparison=cmp_dir,
             exit_code=verdict.exit_code, verdict=verdict.status,
-            regressions=_regressions(verdict), reports=reports,
+            regressions=_regressions(verdict, comparison), reports=reports,
             headline=_headline(comparison)))
 
     return PipelineResult(

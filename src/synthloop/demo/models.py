@@ -43,7 +43,7 @@ SYNONYMS: dict[str, str] = {
     "reimburse": "refund", "reimbursed": "refund", "refunded": "refund", "refunds": "refund",
     "pdf": "pdf", "md": "markdown", "backup": "backup", "archive": "backup",
     "download": "export", "save": "export", "saving": "export",
-    "hotkey": "shortcut", "hotkeys": "shortcut", "keybinding": "shortcut",
+    "create": "new", "hotkey": "shortcut", "hotkeys": "shortcut", "keybinding": "shortcut",
     "keybindings": "shortcut", "shortcuts": "shortcut", "keys": "shortcut",
     "coworker": "team", "colleague": "team", "colleagues": "team", "coworkers": "team",
     "teammates": "team", "teammate": "team", "friend": "someone", "collaborator": "team",
@@ -65,9 +65,9 @@ ROUTER_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
                  "billed", "cost", "discount", "upgrade", "downgrade")),
     ("refund", ("refund", "money back")),
     ("sync", ("sync", "conflicted", "offline", "device")),
+    ("shortcuts", ("shortcut", "keyboard", "ctrl", "cmd", "bold", "heading")),
     ("export", ("export", "markdown", "pdf", "backup", "import", "evernote", "print")),
     ("account", ("password", "two factor", "locked", "delete")),
-    ("shortcuts", ("shortcut", "keyboard", "ctrl", "cmd", "bold", "heading")),
     ("privacy", ("encryption", "privacy", "personal data", "analytics")),
     ("collaboration", ("team", "comment", "collaboration", "same time", "who edited")),
 )
@@ -210,7 +210,7 @@ def answer_v2(case: EvalCase) -> str:
     if prev is not None and is_follow_up(query):
         query = f"{prev} {query}"
     retriever = _retriever(True)
-    intent = route(query)
+    intent = route(case.input) or route(query)
     article, _ = retriever.best(query, intent)
     if article is None:
         article, _ = retriever.best(query)

@@ -48,6 +48,8 @@ def fmt(x: float | None, signed: bool = False) -> str:
     """A number for a reason line: 3 significant digits, `n/a` for None."""
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "n/a"
+    if abs(x) >= 1000:
+        return f"{x:+,.0f}" if signed else f"{x:,.0f}"
     s = f"{x:+.3g}" if signed else f"{x:.3g}"
     return s.replace("e+0", "e").replace("e-0", "e-")
 
@@ -171,6 +173,7 @@ def _segments(i: int, rule: Rule, m: MetricComparison, c: float, policy: Policy
     out: list[CheckResult] = []
     failing: list[str] = []
     lvl = level_key(c)
+    method = {"holm": "Holm", "bh": "Benjamini–Hochberg"}[correction]
     for (key, value, s), pa in zip(family, adj, strict=True):
         bounds = _improvement_bounds(s, lvl, hib)
         if bounds is None or s.delta is None:
@@ -181,7 +184,7 @@ def _segments(i: int, rule: Rule, m: MetricComparison, c: float, policy: Policy
             seg = f"{key}={value}"
             failing.append(seg)
             reason = (f"segment {seg}: change {fmt(imp, True)} on {s.n:,} cases, "
-                      f"{correction}-adjusted p={fmt_p(float(pa))} < {fmt(alpha)}, lower bound "
+                      f"{method}-adjusted p={fmt_p(float(pa))} < {fmt(alpha)}, lower bound "
                       f"{fmt(lower, True)} beyond −{fmt(margin)}")
             out.append(CheckResult(
                 name=f"{rule.label()} [{seg}]", rule=i, kind="segment", metric=m.name,
@@ -189,7 +192,6 @@ def _segments(i: int, rule: Rule, m: MetricComparison, c: float, policy: Policy
                 lower=lower, upper=upper, threshold=-margin, confidence=c, p_value=s.p_worse,
                 p_adjusted=float(pa), n=s.n, higher_is_better=hib))
     tested = len(family)
-    method = {"holm": "Holm", "bh": "Benjamini–Hochberg"}[correction]
     skip = f"; {len(skipped)} with fewer than {min_seg} cases not tested" if skipped else ""
     if failing:
         st: Status = "fail"

@@ -45,7 +45,7 @@ import random
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -82,6 +82,8 @@ OTHER = "(other)"
 
 SynthesizerName = Literal["gaussian_copula", "ctgan", "tvae", "par"]
 SdType = Literal["numerical", "categorical", "boolean", "datetime", "ignore"]
+FillSource = Literal["pool", "templates"]
+DEFAULT_FILL: tuple[FillSource, ...] = ("pool", "templates")
 
 ID_COLUMNS = ("interaction_id", "session_id", "user_id")
 TEXT_COLUMNS = ("input", "context", "output", "feedback.comment")
@@ -158,7 +160,7 @@ class SdvSpec(BaseModel):
     """Per-column sdtype overrides (`numerical`, `categorical`, `boolean`, `datetime`), or
     `ignore` to leave a column out of the model. Keys are sample columns, e.g. `intent`,
     `latency_ms`, `extra.country`."""
-    fill: list[Literal["pool", "templates"]] = Field(default_factory=lambda: ["pool", "templates"])
+    fill: list[FillSource] = Field(default_factory=lambda: list(DEFAULT_FILL))
     """Where a turn's text comes from, in order of preference: `pool` (k-anonymous real
     prompts of the same intent), `templates` (the `templates` below)."""
     templates: dict[str, list[str]] = Field(default_factory=dict)
@@ -837,7 +839,8 @@ class StratifiedModel:
 
     def sample(self, n: int, seed: int) -> pd.DataFrame:
         rng = np.random.default_rng([seed, 61])
-        sizes = rng.multinomial(max(n, 0), self.weights) if len(self.models) else []
+        sizes: Sequence[int] = (rng.multinomial(max(n, 0), self.weights).tolist()
+                                if len(self.models) else [])
         parts = [m.sample(int(k), seed + 104729 * i)
                  for i, (m, k) in enumerate(zip(self.models, sizes, strict=True)) if k > 0]
         if not parts:

@@ -208,10 +208,11 @@ def time_to_feedback(real: pd.DataFrame, synthetic: pd.DataFrame) -> dict[str, A
     qs = [0.1, 0.25, 0.5, 0.75, 0.9]
 
     def q(x: np.ndarray) -> dict[str, float | None]:
-        if len(x) == 0:
-            return {f"p{int(p * 100):02d}": None for p in qs} | {"mean": None}
-        return {f"p{int(p * 100):02d}": float(np.quantile(x, p)) for p in qs} | {
-            "mean": float(np.mean(x))}
+        out: dict[str, float | None] = {}
+        for p in qs:
+            out[f"p{int(p * 100):02d}"] = float(np.quantile(x, p)) if len(x) else None
+        out["mean"] = float(np.mean(x)) if len(x) else None
+        return out
 
     return {
         "real_with_feedback": len(a),

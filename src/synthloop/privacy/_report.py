@@ -302,6 +302,7 @@ def _overfitting(inputs: PrivacyInputs, training: pd.DataFrame, synthetic: pd.Da
         n_users = int(inputs.holdout[group].nunique())
         ids = inputs.training[group].astype(str).to_numpy()
     scores, closer = [], []
+    full_holdout_dcr: np.ndarray | None = None
     for r in range(th.overfitting_repeats):
         if grouped:
             rng = np.random.default_rng([seed, 97, r])
@@ -310,8 +311,14 @@ def _overfitting(inputs: PrivacyInputs, training: pd.DataFrame, synthetic: pd.Da
         else:
             matched = training
         n = min(len(holdout), len(matched))
-        out = dcr_overfitting_protection(_sample(matched, n, seed + 3 + r), synthetic,
-                                         _sample(holdout, n, seed + 4), sdtypes)
+        if n == len(holdout):  # the whole holdout: its distances are the same every repeat
+            if full_holdout_dcr is None:
+                full_holdout_dcr = dcr(synthetic, holdout, sdtypes)
+            out = dcr_overfitting_protection(_sample(matched, n, seed + 3 + r), synthetic,
+                                             holdout, sdtypes, holdout_dcr=full_holdout_dcr)
+        else:
+            out = dcr_overfitting_protection(matched, synthetic, _sample(holdout, n, seed + 4 + r),
+                                             sdtypes)
         scores.append(out["score"])
         closer.append(out["closer_to_training"])
     return {

@@ -10,7 +10,7 @@ from html import escape
 
 from synthloop import __version__
 from synthloop.gate import Verdict, fmt, fmt_p
-from synthloop.report._markdown import HEADLINE, ICON, power_lines
+from synthloop.report._markdown import HEADLINE, power_lines
 from synthloop.report._svg import BLUE, ORANGE, ForestRow, forest_plot, heatmap, histogram
 from synthloop.stats import CaseDiff, Comparison, MetricComparison, PairStats
 
@@ -148,9 +148,12 @@ def _segment_heatmaps(cmp: Comparison) -> str:
                 row.append((s.delta, strength, tip))
             cells.append(row)
         parts.append(heatmap([f"{key}={v}" for v in values], names, cells,
-                             title=f"change by {key} (green better, red worse; pale = not "
-                                   f"significant after Holm)"))
-    return "".join(parts) or '<p class="muted">No segments were compared.</p>'
+                             title=f"change by {key}"))
+    if not parts:
+        return '<p class="muted">No segments were compared.</p>'
+    return ('<p class="muted">Candidate − baseline per segment and metric: green better, red '
+            "worse, deeper = more standard errors; pale = not significant after Holm "
+            "correction within the tag. Hover a cell for its interval.</p>" + "".join(parts))
 
 
 def _checks_table(verdict: Verdict) -> str:
@@ -280,16 +283,17 @@ def render_html(cmp: Comparison, verdict: Verdict | None = None) -> str:
     cand = cmp.candidate.target_name or cmp.candidate.model or cmp.candidate.path
     status = verdict.status if verdict is not None else "none"
     if verdict is not None:
-        h1 = f"{ICON[verdict.status]} {HEADLINE[verdict.status].capitalize()}"
+        h1 = f"Gate: {HEADLINE[verdict.status]}"
         sub = verdict.summary
-        checks = f'<section id="checks"><h2>Checks</h2>{_checks_table(verdict)}</section>'
+        failing = ""
+        if verdict.failing_segments:
+            items = "".join(f"<li><b>{_e(r.segment)}</b> ({_e(r.metric)}): {_e(r.reason)}</li>"
+                            for r in verdict.failing_segments)
+            failing = f"<h3>Failing segments</h3><ul>{items}</ul>"
+        checks = (f'<section id="checks"><h2>Checks</h2>{_checks_table(verdict)}{failing}'
+                  "</section>")
     else:
         h1, sub, checks = "Comparison", "no gate applied", ""
-    failing = ""
-    if verdict is not None and verdict.failing_segments:
-        items = "".join(f"<li><b>{_e(r.segment)}</b> ({_e(r.metric)}): {_e(r.reason)}</li>"
-                        for r in verdict.failing_segments)
-        failing = f"<h3>Failing segments</h3><ul>{items}</ul>"
     power = "".join(f"<li>{_e(p)}</li>" for p in power_lines(cmp, verdict))
     metrics = "".join(_metric_section(m, cmp, verdict) for m in cmp.metrics.values())
     notes = "".join(f"<li>{_e(n)}</li>" for n in cmp.notes) or "<li>none</li>"
@@ -311,7 +315,7 @@ def render_html(cmp: Comparison, verdict: Verdict | None = None) -> str:
 <nav><a href="#checks">checks</a><a href="#metrics">metrics</a><a href="#segments">segments</a><a href="#latency">latency</a><a href="#worst">worst regressions</a><a href="#notes">notes</a></nav>
 <main>
 {checks}
-<section id="power"><h2>Power</h2>{failing}<ul class="power">{power}</ul></section>
+<section id="power"><h2>Power</h2><ul class="power">{power}</ul></section>
 <section id="metrics"><h2>Metrics</h2><p class="muted">{_e(cluster)}</p>{metrics}</section>
 <section id="segments"><h2>Per-segment changes</h2>{_segment_heatmaps(cmp)}</section>
 <section id="latency"><h2>Latency</h2>{_latency_section(cmp)}</section>

@@ -127,7 +127,7 @@ def heatmap(row_labels: Sequence[str], col_labels: Sequence[str],
     positive strength is green (better), negative red (worse)."""
     label_w = 200
     top = 48
-    width = label_w + cell_w * max(len(col_labels), 1) + 10
+    width = max(label_w + cell_w * max(len(col_labels), 1) + 10, 420)
     height = top + row_h * len(row_labels) + 10
     out = [f'<svg class="plot" role="img" aria-label="{escape(title)}" width="{width}" '
            f'height="{height}" viewBox="0 0 {width} {height}">',
@@ -214,7 +214,7 @@ def histogram(edges: Sequence[float], series: Sequence[tuple[str, Sequence[int],
                    f'stroke="{color}" stroke-dasharray="4 3"/>')
         out.append(f'<text x="{_n(x(v) + 4)}" y="{top + 12 + 14 * k}" class="tick" '
                    f'fill="{color}">{escape(label)}</text>')
-    lx = left + pw - 150
+    lx = left + 10
     for k, (label, _, color) in enumerate(series):
         yy = top + 8 + 16 * k
         out.append(f'<rect x="{lx}" y="{yy - 8}" width="12" height="10" fill="{color}"/>')

@@ -16,7 +16,7 @@ import math
 import re
 import threading
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -341,7 +341,6 @@ class _Job:
     cols: _Columns
     mode: str  # batch | many | one
     is_async: bool = False
-    usage: dict[str, Any] = field(default_factory=dict)
 
 
 def _mode(s: Any) -> str:

@@ -41,15 +41,16 @@ def normalize(text: str, *, lowercase: bool = True, strip_punctuation: bool = Tr
     return text.strip()
 
 
-_NONWORD_TO_SPACE = str.maketrans({chr(c): " " for c in range(128)
-                                   if not (chr(c).isalnum() or chr(c) == "_")})
+# byte c → c for ASCII word characters [A-Za-z0-9_], else a space (bytes.translate is C-fast)
+_NONWORD_TO_SPACE = bytes(c if c < 128 and (chr(c).isalnum() or c == 95) else 32
+                          for c in range(256))
 
 
 def tokens(text: str) -> list[str]:
     """Lower-cased word tokens (Unicode `\\w+` runs): punctuation and spacing never count."""
     low = text.lower()
     if low.isascii():  # fast path, same tokens as the regex: non-word ASCII → space, split
-        return low.translate(_NONWORD_TO_SPACE).split()
+        return low.encode("ascii").translate(_NONWORD_TO_SPACE).decode("ascii").split()
     return _TOKEN.findall(low)
 
 

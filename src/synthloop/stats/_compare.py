@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 from synthloop import __version__
 from synthloop.errors import DataError
 from synthloop.evalsets import Evalset, open_evalset
-from synthloop.runs import RESPONSES_SCHEMA, RunDir, write_atomic
+from synthloop.runs import RESPONSES_SCHEMA, SCORES_SCHEMA, RunDir, write_atomic
 from synthloop.schema import RunManifest
 from synthloop.stats._bootstrap import LEVELS, N_BOOT, level_key
 from synthloop.stats._model import (
@@ -45,6 +45,7 @@ from synthloop.stats._model import (
     RunRef,
 )
 from synthloop.stats._paired import Segmentation, compare_metric
+from synthloop.stats._pvalues import binom_ppf
 
 FloatArray = NDArray[np.float64]
 
@@ -67,19 +68,82 @@ def _load_side(path: str | Path, label: str) -> tuple[RunDir, RunManifest]:
     return run, run.manifest()
 
 
+def _read_parquet(path: Path, columns: list[str], schema: pa.Schema,
+                  dictionary: Sequence[str] = ()) -> pa.Table:
+    """Read columns of a run file (ParquetFile: no pyarrow.dataset / pandas import), checked
+    against the run layout's schema, with a one-line DataError when it is not readable."""
+    try:
+        pf = pq.ParquetFile(path, read_dictionary=list(dictionary) or None)
+        missing = [c for c in columns if c not in pf.schema_arrow.names]
+        if missing:
+            raise DataError(f"{path}: missing columns {', '.join(missing)}",
+                            hint="was it written by `synthloop replay` / `synthloop score`?")
+        table = pf.read(columns=columns)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"{path}: unreadable parquet file: {e}") from None
+    fields = []
+    for c in columns:
+        f = schema.field(c)
+        have = table.schema.field(c).type
+        fields.append(f.with_type(have) if pa.types.is_dictionary(have) else f)
+    try:
+        return table.cast(pa.schema(fields))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise DataError(f"{path}: unexpected column types: {e}") from None
+
+
+def _floats(col: pa.ChunkedArray) -> FloatArray:
+    """A float64 column as numpy, nulls as NaN (from the Arrow buffers: `to_numpy` would
+    import pandas, a second of start-up for one conversion)."""
+    parts = []
+    for c in col.chunks:
+        if c.type != pa.float64():
+            c = c.cast(pa.float64())
+        n, off = len(c), c.offset
+        bufs = c.buffers()
+        data = bufs[1]
+        values = (np.frombuffer(data, dtype=np.float64, count=off + n)[off:].copy()
+                  if data is not None else np.full(n, np.nan))
+        if c.null_count:
+            values[~_valid_mask(c)] = np.nan
+        parts.append(values)
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def _valid_mask(c: pa.Array) -> NDArray[np.bool_]:
+    n, off = len(c), c.offset
+    if c.null_count == 0:
+        return np.ones(n, dtype=bool)
+    bits = np.unpackbits(np.frombuffer(c.buffers()[0], dtype=np.uint8), bitorder="little")
+    return np.asarray(bits[off:off + n].astype(bool))
+
+
+def _ints(c: pa.Array, fill: int = -1) -> NDArray[np.int64]:
+    """An integer (or boolean) Arrow array as int64 numpy, nulls as `fill`, from the buffers."""
+    n, off = len(c), c.offset
+    if pa.types.is_boolean(c.type):
+        bits = np.unpackbits(np.frombuffer(c.buffers()[1], dtype=np.uint8), bitorder="little")
+        values = bits[off:off + n].astype(np.int64)
+    else:
+        dtype = np.dtype(c.type.to_pandas_dtype())
+        values = np.frombuffer(c.buffers()[1], dtype=dtype, count=off + n)[off:].astype(np.int64)
+    if c.null_count:
+        values[~_valid_mask(c)] = fill
+    return values
+
+
+def _arrow_ints(values: NDArray[np.integer[Any]]) -> pa.Array:
+    """numpy integers as an Arrow int64 array without `pa.array` (which imports pandas)."""
+    v = np.ascontiguousarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), v.size, [None, pa.py_buffer(v)])
+
+
 def _read_scores(run: RunDir) -> pa.Table:
     if not run.scores_path.exists():
         raise DataError(f"{run.path}: run has no scores.parquet",
                         hint=f"run `synthloop score {run.path} --scorers SCORERS.yaml` first")
-    cols = ["case_id", "sample", "metric", "value", "kind"]
-    try:
-        table = pq.read_table(run.scores_path, columns=cols, read_dictionary=["metric", "kind"])
-    except (pa.ArrowInvalid, OSError) as e:
-        raise DataError(f"{run.scores_path}: unreadable scores file: {e}") from None
-    missing = [c for c in cols if c not in table.column_names]
-    if missing:
-        raise DataError(f"{run.scores_path}: missing columns {', '.join(missing)}")
-    return table
+    return _read_parquet(run.scores_path, ["case_id", "sample", "metric", "value", "kind"],
+                         SCORES_SCHEMA, dictionary=["metric", "kind"])
 
 
 def _scores_meta(run: RunDir) -> dict[str, Any]:
@@ -107,7 +171,7 @@ def _dictionary_codes(col: pa.ChunkedArray | pa.Array) -> tuple[NDArray[np.int32
     for c in enc:
         local = np.array([where.get(str(x), -1) if x is not None else -1
                           for x in c.dictionary.to_pylist()] + [-1], dtype=np.int32)
-        idx = np.asarray(pc.fill_null(c.indices, -1).to_numpy(zero_copy_only=False))
+        idx = _ints(c.indices)
         parts.append(local[idx])
     codes = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
     return codes, names
@@ -129,7 +193,7 @@ def _positions(case_ids: pa.Array | pa.ChunkedArray, eval_ids: pa.Array, where: 
         raise DataError(f"{where}: {idx.null_count:,} rows have case ids that are not in the "
                         f"evalset (e.g. {example!r})",
                         hint="was this run made on another evalset version?")
-    return np.asarray(idx.to_numpy(zero_copy_only=False), dtype=np.int64)
+    return _ints(idx)
 
 
 def _per_case_mean(pos: NDArray[np.int64] | None, values: FloatArray, n: int
@@ -157,7 +221,7 @@ def _metric_rows(table: pa.Table, codes: NDArray[np.int32], k: int, values: Floa
         lo, m = int(rows[0]), int(rows.size)
         return (table.column("case_id").slice(lo, m), values[lo:lo + m],
                 table.column("kind").slice(lo, m))
-    take = pa.array(rows)
+    take = _arrow_ints(rows)
     return (table.column("case_id").take(take), values[rows], table.column("kind").take(take))
 
 
@@ -169,7 +233,7 @@ def _segmentations(tags: pa.ChunkedArray, n: int, wanted: Sequence[str] | None,
         if wanted:
             raise DataError(f"segment key(s) {', '.join(wanted)} not found: the evalset is empty")
         return [], {}
-    parents = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False)
+    parents = _ints(pc.list_parent_indices(arr))
     flat = pc.list_flatten(arr)
     if len(flat) == 0:
         if wanted:
@@ -213,7 +277,7 @@ def _clusters(session_ids: pa.ChunkedArray, n: int) -> tuple[NDArray[np.int64], 
     """Dense cluster codes; a case without a session is its own cluster."""
     arr = session_ids.combine_chunks() if session_ids.num_chunks != 1 else session_ids.chunk(0)
     enc = pc.dictionary_encode(arr)
-    idx = np.asarray(pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+    idx = _ints(enc.indices)
     g = len(enc.dictionary)
     null = idx < 0
     if null.any():
@@ -224,8 +288,6 @@ def _clusters(session_ids: pa.ChunkedArray, n: int) -> tuple[NDArray[np.int64], 
 
 # --------------------------------------------------------------------------- latency
 def _latency_side(x: FloatArray) -> LatencySide:
-    from scipy import stats as sps  # lazy: scipy.stats is slow to import
-
     x = x[~np.isnan(x)]
     n = int(x.size)
     if n == 0:
@@ -236,8 +298,8 @@ def _latency_side(x: FloatArray) -> LatencySide:
     kth: list[int] = [0, n - 1]
     for k, q in LATENCY_QUANTILES.items():
         # order statistics x_(lo) <= q-quantile <= x_(hi), each with confidence lv
-        lo = np.clip(sps.binom.ppf(1 - lv, n, q).astype(np.int64) - 1, 0, n - 1)
-        hi = np.clip(sps.binom.ppf(lv, n, q).astype(np.int64), 0, n - 1)
+        lo = np.clip(binom_ppf(1 - lv, n, q) - 1, 0, n - 1)
+        hi = np.clip(binom_ppf(lv, n, q), 0, n - 1)
         need[k] = (lo, hi)
         h = (n - 1) * q
         kth += [*lo.tolist(), *hi.tolist(), int(math.floor(h)), int(math.ceil(h))]
@@ -318,9 +380,8 @@ def _read_responses(run: RunDir) -> pa.Table:
     if not run.responses_path.exists():
         raise DataError(f"{run.path}: run has no responses.parquet (not finished?)",
                         hint="run `synthloop replay` again with the same --out to finish it")
-    cols = ["case_id", "sample", "latency_ms", "error"]
-    return pq.read_table(run.responses_path, columns=cols,
-                         schema=pa.schema([RESPONSES_SCHEMA.field(c) for c in cols]))
+    return _read_parquet(run.responses_path, ["case_id", "sample", "latency_ms", "error"],
+                         RESPONSES_SCHEMA)
 
 
 def _open_evalset(base: RunDir, bm: RunManifest, cand: RunDir, cm: RunManifest,
@@ -397,7 +458,7 @@ def compare_runs(
     clock.lap("evalset")
     b_scores = _read_scores(brun)
     c_scores = _read_scores(crun)
-    all_values = {label: np.asarray(t.column("value").to_numpy(), dtype=np.float64)
+    all_values = {label: _floats(t.column("value"))
                   for label, t in (("baseline", b_scores), ("candidate", c_scores))}
     b_codes, b_names = _dictionary_codes(b_scores.column("metric"))
     c_codes, c_names = _dictionary_codes(c_scores.column("metric"))
@@ -436,6 +497,7 @@ def compare_runs(
     results: dict[str, MetricComparison] = {}
     picks: dict[str, NDArray[np.int64]] = {}
     values: dict[str, tuple[FloatArray, FloatArray]] = {}
+    order_cache: dict[str, Any] = {}
     for name in chosen:
         sides = []
         for table, codes, names, label in ((b_scores, b_codes, b_names, "baseline"),
@@ -467,7 +529,7 @@ def compare_runs(
             samples_base=max(bmax, 1), samples_cand=max(cmax, 1),
         )
         mc = compare_metric(name, kind, bv, cv, clusters=clusters if clustered else None,
-                            segmentations=segs,
+                            segmentations=segs, cache=order_cache,
                             higher_is_better=bool(hib), confidence=confidence, n_boot=n_boot,
                             seed=seed, coverage=coverage)
         if worst > 0:
@@ -518,7 +580,7 @@ def _latency_per_case(resp: pa.Table, eval_ids: pa.Array, n: int, where: str) ->
     if resp.num_rows == 0:
         return np.full(n, np.nan)
     pos = _positions(resp.column("case_id"), eval_ids, where)
-    lat = np.asarray(resp.column("latency_ms").to_numpy(), dtype=np.float64)
+    lat = _floats(resp.column("latency_ms"))
     mean, _, _ = _per_case_mean(pos, lat, n)
     return mean
 
@@ -552,9 +614,10 @@ def _all_null(path: Path, column: str) -> bool:
     return True
 
 
-def _matching_rows(table: pa.Table, ids: list[str]) -> NDArray[np.int64]:
-    mask = pc.is_in(table.column("case_id"), value_set=pa.array(ids, pa.string()))
-    return np.flatnonzero(np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False)))
+def _matching_rows(table: pa.Table, ids: pa.Array) -> NDArray[np.int64]:
+    mask = pc.is_in(table.column("case_id"), value_set=ids)
+    m = mask.combine_chunks() if isinstance(mask, pa.ChunkedArray) else mask
+    return np.flatnonzero(_ints(m, fill=0))
 
 
 def _attach_worst(results: dict[str, MetricComparison], picks: dict[str, NDArray[np.int64]],
@@ -568,17 +631,19 @@ def _attach_worst(results: dict[str, MetricComparison], picks: dict[str, NDArray
     if every.size == 0:
         return
     cols = ["case_id", "session_id", "tags", "input", "history", "references_good"]
-    rows = es.table().select(cols).take(pa.array(every)).to_pylist()
+    picked = es.table().select(cols).take(_arrow_ints(every))
+    rows = picked.to_pylist()
     by_row = dict(zip(every.tolist(), rows, strict=True))
-    ids = [r["case_id"] for r in rows]
+    ids = picked.column("case_id").combine_chunks()
     outs: list[dict[str, tuple[int, str | None, str | None]]] = []
     expl: list[dict[tuple[str, str], tuple[int, str | None]]] = []
     for run, resp, scores, codes, names in sides:
         r_rows = _matching_rows(resp, ids)
-        texts = pq.read_table(run.responses_path, columns=["output", "error"]).take(pa.array(r_rows))
+        texts = _read_parquet(run.responses_path, ["output", "error"],
+                              RESPONSES_SCHEMA).take(_arrow_ints(r_rows))
         found: dict[str, tuple[int, str | None, str | None]] = {}
-        for cid, smp, text, err in zip(resp.column("case_id").take(pa.array(r_rows)).to_pylist(),
-                                      resp.column("sample").take(pa.array(r_rows)).to_pylist(),
+        for cid, smp, text, err in zip(resp.column("case_id").take(_arrow_ints(r_rows)).to_pylist(),
+                                      resp.column("sample").take(_arrow_ints(r_rows)).to_pylist(),
                                       texts.column("output").to_pylist(),
                                       texts.column("error").to_pylist(), strict=True):
             if cid not in found or (smp or 0) < found[cid][0]:
@@ -589,11 +654,11 @@ def _attach_worst(results: dict[str, MetricComparison], picks: dict[str, NDArray
         if _all_null(run.scores_path, "explanation"):
             continue
         s_rows = _matching_rows(scores, ids)
-        ex = pq.read_table(run.scores_path, columns=["explanation"]).column("explanation")
-        for cid, smp, code, e in zip(scores.column("case_id").take(pa.array(s_rows)).to_pylist(),
-                                     scores.column("sample").take(pa.array(s_rows)).to_pylist(),
+        ex = _read_parquet(run.scores_path, ["explanation"], SCORES_SCHEMA).column("explanation")
+        for cid, smp, code, e in zip(scores.column("case_id").take(_arrow_ints(s_rows)).to_pylist(),
+                                     scores.column("sample").take(_arrow_ints(s_rows)).to_pylist(),
                                      codes[s_rows].tolist(),
-                                     ex.take(pa.array(s_rows)).to_pylist(), strict=True):
+                                     ex.take(_arrow_ints(s_rows)).to_pylist(), strict=True):
             key = (cid, names[code])
             if key not in best or (smp or 0) < best[key][0]:
                 best[key] = (smp or 0, e)
@@ -666,6 +731,7 @@ def compare_arrays(
         if g == n:
             clusters = None
     results: dict[str, MetricComparison] = {}
+    order_cache: dict[str, Any] = {}
     for m in names:
         bv = np.asarray(base[m], dtype=np.float64)
         cv = np.asarray(cand[m], dtype=np.float64)
@@ -675,7 +741,7 @@ def compare_arrays(
         results[m] = compare_metric(
             m, (kinds or {}).get(m, "continuous"), bv, cv, clusters=clusters,
             segmentations=segs, higher_is_better=(higher_is_better or {}).get(m, True),
-            confidence=confidence, n_boot=n_boot, seed=seed)
+            confidence=confidence, n_boot=n_boot, seed=seed, cache=order_cache)
     ref = RunRef(path="<memory>", target_kind="memory", fingerprint="", responses=n, errors=0)
     return Comparison(
         created_at=datetime.now(UTC), package_version=__version__, seed=seed, n_boot=n_boot,

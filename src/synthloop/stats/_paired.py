@@ -15,6 +15,7 @@ import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -202,24 +203,37 @@ def compare_metric(
     n_boot: int = N_BOOT,
     seed: int = 0,
     coverage: Coverage | None = None,
+    cache: dict[str, Any] | None = None,
 ) -> MetricComparison:
     """Overall and per-segment statistics of one metric.
 
     `base` and `cand` are per-case values aligned on the evalset (NaN = no value on that side);
-    only cases with a value on both sides are paired.
+    only cases with a value on both sides are paired. `cache` (a dict kept across the metrics
+    of one comparison) reuses the session and segment orderings when every case is paired.
     """
     b_all = np.asarray(base, dtype=np.float64)
     c_all = np.asarray(cand, dtype=np.float64)
     valid = ~(np.isnan(b_all) | np.isnan(c_all))
-    b = b_all[valid]
-    c = c_all[valid]
-    cl = clusters[valid] if clusters is not None else None
-    perm: NDArray[np.int64] | None = None
-    if cl is not None and cl.size > 1 and bool(np.any(cl[1:] < cl[:-1])):
-        perm = np.asarray(np.argsort(cl, kind="stable"), dtype=np.int64)
-        b, c, cl = b[perm], c[perm], cl[perm]
-    if cl is not None and cl.size > 1 and not bool(np.any(cl[1:] == cl[:-1])):
-        cl = None  # no session holds two paired cases
+    full = bool(valid.all())
+    memo: dict[str, Any] = cache if (cache is not None and full) else {}
+    if full:
+        b, c = b_all, c_all
+        cl = clusters
+    else:
+        b, c = b_all[valid], c_all[valid]
+        cl = clusters[valid] if clusters is not None else None
+    if "perm" not in memo:
+        perm: NDArray[np.int64] | None = None
+        if cl is not None and cl.size > 1 and bool(np.any(cl[1:] < cl[:-1])):
+            perm = np.asarray(np.argsort(cl, kind="stable"), dtype=np.int64)
+        cl_sorted = cl[perm] if (cl is not None and perm is not None) else cl
+        if cl_sorted is not None and cl_sorted.size > 1 and not bool(
+                np.any(cl_sorted[1:] == cl_sorted[:-1])):
+            cl_sorted = None  # no session holds two paired cases
+        memo["perm"], memo["clusters"] = perm, cl_sorted
+    perm, cl = memo["perm"], memo["clusters"]
+    if perm is not None:
+        b, c = b[perm], c[perm]
     binary = kind == "binary" and is_binary(b) and is_binary(c)
     d = c - b
     want_wilcoxon = not binary and cl is None and d.size > 0
@@ -232,22 +246,24 @@ def compare_metric(
                          **common)  # type: ignore[arg-type]
     segments: dict[str, dict[str, PairStats]] = {}
     for seg in segmentations:
-        codes = seg.codes[valid].astype(np.int64)
-        if perm is not None:
-            codes = codes[perm]
         nv = len(seg.values)
-        g = np.where(codes >= 0, codes, nv)  # cases without the tag go last
+        slot = f"segment:{seg.key}"
+        if slot not in memo:
+            codes = seg.codes.astype(np.int64) if full else seg.codes[valid].astype(np.int64)
+            if perm is not None:
+                codes = codes[perm]
+            g = np.where(codes >= 0, codes, nv)  # cases without the tag go last
+            order = _stable_order(g, nv + 1)  # keeps the session order inside each segment
+            edges = np.searchsorted(g[order], np.arange(nv + 1), side="left")
+            memo[slot] = (g, order, edges, cl[order] if cl is not None else None)
+        g, order, edges, cls = memo[slot]
         pw: NDArray[np.float64] | None = None
         if want_wilcoxon:
             pw = wilcoxon_grouped(d, g, nv + 1, order=abs_order)[:nv]
-        order = _stable_order(g, nv + 1)  # keeps the session order inside each segment
-        sorted_codes = g[order]
-        bounds_ = np.searchsorted(sorted_codes, np.arange(nv + 1), side="left")
         bs, cs = b[order], c[order]
-        cls = cl[order] if cl is not None else None
         per: dict[str, PairStats] = {}
         for v, value in enumerate(seg.values):
-            lo, hi = int(bounds_[v]), int(bounds_[v + 1])
+            lo, hi = int(edges[v]), int(edges[v + 1])
             if hi <= lo:
                 continue
             per[value] = pair_stats(

@@ -69,27 +69,71 @@ class McNemarResult:
     """one-sided mid-p for "candidate higher"."""
 
 
+def binom_cdf(k: int, n: int, p: float) -> float:
+    """P(X ≤ k) for X ~ Binomial(n, p) (scipy.special.bdtr, as scipy.stats.binom.cdf)."""
+    from scipy import special
+
+    if k < 0:
+        return 0.0
+    if k >= n:
+        return 1.0
+    return float(special.bdtr(k, n, p))
+
+
+def binom_sf(k: int, n: int, p: float) -> float:
+    """P(X > k) for X ~ Binomial(n, p) (scipy.special.bdtrc, as scipy.stats.binom.sf)."""
+    from scipy import special
+
+    if k < 0:
+        return 1.0
+    if k >= n:
+        return 0.0
+    return float(special.bdtrc(k, n, p))
+
+
+def binom_pmf(k: int, n: int, p: float) -> float:
+    """P(X = k) for X ~ Binomial(n, p), through log-gamma (full relative precision)."""
+    from scipy import special
+
+    if k < 0 or k > n:
+        return 0.0
+    if p in (0.0, 1.0):
+        return float((k == 0) if p == 0.0 else (k == n))
+    logp = (special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1)
+            + k * math.log(p) + (n - k) * math.log1p(-p))
+    return float(math.exp(logp))
+
+
+def binom_ppf(q: NDArray[np.float64], n: int, p: float) -> IntArray:
+    """Smallest k with P(X ≤ k) ≥ q, vectorised (the algorithm of scipy.stats.binom.ppf)."""
+    from scipy import special
+
+    q = np.asarray(q, dtype=np.float64)
+    vals = np.ceil(special.bdtrik(q, n, p))
+    vals1 = np.maximum(vals - 1, 0)
+    temp = special.bdtr(vals1, n, p)
+    return np.asarray(np.where(temp >= q, vals1, vals), dtype=np.int64)
+
+
 def mcnemar(n10: int, n01: int) -> McNemarResult:
     """Exact and mid-p McNemar test from the two discordant counts.
 
     Under H0 each discordant pair is equally likely to favour either side, so
     n10 | n10 + n01 ~ Binomial(n10 + n01, 1/2).
     """
-    from scipy import stats  # lazy: scipy.stats is slow to import
-
     n10, n01 = int(n10), int(n01)
     nd = n10 + n01
     if nd == 0:
         return McNemarResult(n10, n01, 1.0, 1.0, 1.0, 1.0)
     k = min(n10, n01)
-    cdf_k = float(stats.binom.cdf(k, nd, 0.5))
-    pmf_k = float(stats.binom.pmf(k, nd, 0.5))
+    cdf_k = binom_cdf(k, nd, 0.5)
+    pmf_k = binom_pmf(k, nd, 0.5)
     p_exact = min(1.0, 2.0 * cdf_k)
     p_midp = min(1.0, 2.0 * cdf_k - pmf_k)
-    pmf_10 = float(stats.binom.pmf(n10, nd, 0.5))
+    pmf_10 = binom_pmf(n10, nd, 0.5)
     # candidate lower  <=> many n10:  P(X > n10) + P(X = n10)/2
-    p_less = float(stats.binom.sf(n10, nd, 0.5)) + 0.5 * pmf_10
-    p_greater = float(stats.binom.cdf(n10 - 1, nd, 0.5)) + 0.5 * pmf_10
+    p_less = binom_sf(n10, nd, 0.5) + 0.5 * pmf_10
+    p_greater = binom_cdf(n10 - 1, nd, 0.5) + 0.5 * pmf_10
     return McNemarResult(n10, n01, p_exact, p_midp, min(1.0, p_less), min(1.0, p_greater))
 
 
@@ -186,7 +230,7 @@ def wilcoxon_grouped(d: FloatArray, groups: IntArray | None = None,
     `method="auto"` decides); the rest share one sort: `order` may pass a precomputed stable
     `argsort(|d|)` so that several groupings of the same differences sort only once.
     """
-    from scipy import special, stats  # lazy: scipy is slow to import
+    from scipy import special  # lazy: scipy is slow to import
 
     d = np.asarray(d, dtype=np.float64)
     if groups is None:
@@ -201,6 +245,8 @@ def wilcoxon_grouped(d: FloatArray, groups: IntArray | None = None,
     sizes = np.bincount(groups, minlength=n_groups)
     small = (sizes > 0) & (sizes <= WILCOXON_SCIPY_MAX)
     for g in np.flatnonzero(small):
+        from scipy import stats  # only for small groups (exact / permutation null)
+
         dg = d[groups == g]
         if np.all(dg == 0):
             continue  # scipy returns NaN here too

@@ -178,8 +178,9 @@ class OpenAITarget(BaseTarget):
         raise_for_status(status, headers, data, self._url)
         reply = parse_json(data, self._url)
         content, usage = parse_chat_completion(reply, self._url)
-        return Response(case_id=case.case_id, sample=sample, output=content,
-                        latency_ms=latency_ms, usage=usage)
+        # model_construct: the fields are already well typed (saves ~10 µs a request)
+        return Response.model_construct(case_id=case.case_id, sample=sample, output=content,
+                                        latency_ms=latency_ms, usage=usage)
 
 
 def parse_chat_completion(reply: Any, url: str) -> tuple[str, Usage]:
@@ -207,8 +208,8 @@ def parse_chat_completion(reply: Any, url: str) -> tuple[str, Usage]:
         content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
     usage = reply.get("usage")
     if isinstance(usage, dict):
-        u = Usage(prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                  completion_tokens=int(usage.get("completion_tokens") or 0))
+        u = Usage.model_construct(prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                                  completion_tokens=int(usage.get("completion_tokens") or 0))
     else:
-        u = Usage()
+        u = Usage.model_construct()
     return str(content), u
