@@ -314,3 +314,10 @@ def test_fail_beats_inconclusive_beats_pass() -> None:
     no_fail = Policy(rules=[Rule(metric="unsure", max_drop=0.02), Rule(metric="good", max_drop=0.02)])
     assert evaluate(cmp, no_fail).exit_code == 3
     assert evaluate(cmp, Policy(rules=[Rule(metric="good", max_drop=0.02)])).exit_code == 0
+
+
+def test_example_policies_in_configs_load(repo_root: Path) -> None:
+    files = sorted((repo_root / "configs").glob("policy*.yaml"))
+    assert {f.name for f in files} >= {"policy.yaml", "policy-release.yaml"}
+    for f in files:
+        assert load_policy(f).rules

@@ -350,6 +350,7 @@ def _feedback_stage(ctx: _Ctx, fb: FeedbackStage, evalset: Any) -> Path:
         return path
     train = evalset if fb.train_on is None else _evalset_stage(ctx, fb.train_on,
                                                                 "feedback-evalset")
+    t0 = time.perf_counter()  # the training evalset's stage timed itself
     cfg = fb.training
     key = _digest("feedback", train.content_hash, cfg.model_dump(mode="json"), __version__)[:16]
     out = ctx.workdir / "feedback" / key

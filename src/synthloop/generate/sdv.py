@@ -141,7 +141,7 @@ class SdvSpec(BaseModel):
     """Share of users kept out of the fit, for the privacy checks that need unseen real rows."""
     marginals: Literal["empirical", "parametric"] = "empirical"
     """gaussian_copula only: `empirical` maps every column through its empirical distribution
-    (a quantile grid of at most 1,001 points, each an order statistic of at least k values),
+    (a quantile grid of at most 1,001 points and at most one point per k values),
     `parametric` lets SDV fit `distribution` to each numerical column."""
     distribution: Literal["beta", "truncnorm", "gamma", "norm", "uniform", "gaussian_kde"] = "beta"
     """gaussian_copula with `marginals: parametric`: SDV's default_distribution."""

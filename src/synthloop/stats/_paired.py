@@ -42,7 +42,7 @@ def derive_seed(seed: int, *parts: str) -> np.random.SeedSequence:
     """A seed for one (metric, segment, purpose), stable across runs and independent of the
     other metrics and segments in the comparison."""
     h = zlib.crc32("\x00".join(parts).encode())
-    return np.random.SeedSequence([int(seed) & 0xFFFFFFFF, h])
+    return np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, h])
 
 
 def _f(x: float | np.floating | None) -> float | None:
