@@ -235,10 +235,28 @@ def test_gate_passes_fresh_data_and_fails_copies() -> None:
     bad = privacy_report(_inputs(copies, train, hold))
     assert not bad.passed
     failed = {c.name for c in bad.failed}
-    assert {"exact_copy_excess", "dcr_overfitting_protection", "dcr_holdout_ratio"} <= failed
+    assert {"exact_copy_excess", "dcr_holdout_ratio", "dcr_close_share"} <= failed
     assert bad.metrics["exact_copies"]["rate"] == 1.0
+    # the SDMetrics score drops too, though a training sample of the holdout's size only
+    # holds some of the copied rows
+    assert (bad.metrics["dcr_overfitting_protection"]["score"]
+            < ok.metrics["dcr_overfitting_protection"]["score"] - 0.2)
     summary = bad.summary()
     assert summary["gate"] == "failed" and summary["failed_checks"]
+
+
+def test_gate_catches_partly_copied_and_perturbed_rows() -> None:
+    train, hold, fresh = _table(400, 44), _table(150, 45), _table(400, 46)
+    leaky = fresh.copy()
+    rows = train.sample(n=120, random_state=2).reset_index(drop=True)  # 30 % near copies
+    rows["num"] = rows["num"] + 0.01
+    rows["gappy"] = rows["gappy"] * 1.01
+    leaky.iloc[:120] = rows.to_numpy()
+    report = privacy_report(_inputs(leaky, train, hold))
+    m = report.metrics
+    assert m["exact_copies"]["count"] == 0  # nothing verbatim
+    assert m["dcr_close_share"]["share"] > 0.3
+    assert [c.name for c in report.failed] == ["dcr_close_share"]
 
 
 def test_gate_checks_texts_pii_and_canaries() -> None:

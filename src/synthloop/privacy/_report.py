@@ -73,6 +73,11 @@ class PrivacyThresholds(BaseModel):
     sampling noise of two medians (0.75-1.5 with 200-row holdouts, hence the 0.5 default).
     Not evaluated without a holdout, or when held-out rows are exact copies at the median (a
     zero denominator)."""
+    max_dcr_close_share: float | None = Field(default=0.15, ge=0, le=1)
+    """Largest share of synthetic rows closer to a training row than 95 % of held-out real rows
+    are (their DCR below the holdout's 5th percentile; 5 % expected). Catches a synthesizer
+    that copies (or barely perturbs) a part of its training rows, which moves neither the
+    median nor, with a training set larger than the holdout, the overfitting score much."""
     min_dcr_overfitting_protection: float | None = Field(default=0.6, ge=0, le=1)
     """Smallest SDMetrics DCROverfittingProtection score: 2 × (1 − share of synthetic rows closer
     to a training row than to a held-out row), capped at 1, on training samples drawn like the
@@ -140,6 +145,7 @@ class PrivacyReport(BaseModel):
             "dcr_baseline_protection": m.get("dcr_baseline_protection", {}).get("score"),
             "dcr_overfitting_protection": (m.get("dcr_overfitting_protection") or {}).get("score"),
             "dcr_holdout_ratio": m.get("dcr_holdout_ratio"),
+            "dcr_close_share": (m.get("dcr_close_share") or {}).get("share"),
             "near_duplicate_rate": m.get("near_duplicate_texts", {}).get("rate"),
             "pii_hits": m.get("pii", {}).get("hits"),
             "canary_hits": m.get("canaries", {}).get("hits"),
@@ -235,15 +241,23 @@ def privacy_report(inputs: PrivacyInputs, thresholds: PrivacyThresholds | None =
                 med_h = float(np.median(d_hold))
                 med_s = float(np.median(near.nearest))
                 metrics["dcr_holdout_ratio"] = None if med_h == 0 else med_s / med_h
+                p05 = float(np.quantile(d_hold, 0.05))
+                metrics["dcr_close_share"] = {
+                    "share": None if p05 == 0 else float(np.mean(near.nearest < p05)),
+                    "holdout_p05": p05,
+                    "expected": 0.05,
+                }
                 metrics["dcr_overfitting_protection"] = _overfitting(
                     inputs, training, synthetic, holdout, sdtypes, cols, th, seed)
             else:
                 metrics["dcr_holdout_ratio"] = None
+                metrics["dcr_close_share"] = None
                 metrics["dcr_overfitting_protection"] = None
         else:
             metrics["exact_copies"] = {"rate": 0.0, "count": 0, "rows": len(synthetic),
                                        "columns": 0}
             metrics["dcr_holdout_ratio"] = None
+            metrics["dcr_close_share"] = None
             metrics["dcr_overfitting_protection"] = None
             inputs.notes.append("no comparable columns: distance measures were not computed")
 
@@ -370,6 +384,11 @@ def _checks(m: dict[str, Any], th: PrivacyThresholds, enough_holdout: bool,
         f"(< min_holdout_rows {th.min_holdout_rows})")
     out.append(_check("dcr_holdout_ratio", m.get("dcr_holdout_ratio"), th.min_dcr_holdout_ratio,
                       ">=", available=enough_holdout, detail=why_hold))
+    close = m.get("dcr_close_share") or {}
+    out.append(_check("dcr_close_share", close.get("share"), th.max_dcr_close_share, "<=",
+                      available=enough_holdout, detail=why_hold or (
+                          "" if close.get("share") is not None
+                          else "held-out rows' 5th percentile DCR is 0")))
     over = m.get("dcr_overfitting_protection") or {}
     out.append(_check("dcr_overfitting_protection", over.get("score"),
                       th.min_dcr_overfitting_protection, ">=", available=enough_holdout,
