@@ -103,7 +103,8 @@ def main() -> None:
     print(f"  NNDR p05                 {m['nndr']['p05']:.4f}")
     # synthetic->real (two nearest), random->real, holdout->real, synthetic->holdout once,
     # and synthetic->training sample per overfitting repeat
-    pairs = (len(syn) * len(real) * 2 + len(hold) * len(real)
+    pairs = (len(syn) * len(real) + min(len(syn), th.random_rows) * len(real)
+             + len(hold) * len(real)
              + len(syn) * len(hold) * (1 + th.overfitting_repeats))
     print(f"  distance pairs           {pairs / 1e6:,.0f} M  ({pairs / wall / 1e6:,.0f} M/s)")
 

@@ -154,6 +154,9 @@ def run(tmp: Path, seed: int, rows: int) -> int:
     rows_out += [
         ("dcr holdout ratio", privacy["synthloop"][0].metrics["dcr_holdout_ratio"],
          privacy["raw SDV"][0].metrics["dcr_holdout_ratio"]),
+        ("dcr close share (5% expected)",
+         (privacy["synthloop"][0].metrics.get("dcr_close_share") or {}).get("share"),
+         (privacy["raw SDV"][0].metrics.get("dcr_close_share") or {}).get("share")),
         ("exact copy rate", privacy["synthloop"][0].metrics["exact_copies"]["rate"],
          privacy["raw SDV"][0].metrics["exact_copies"]["rate"]),
         ("NNDR p05", privacy["synthloop"][0].metrics["nndr"]["p05"],

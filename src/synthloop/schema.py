@@ -265,4 +265,4 @@ class Score(_Model):
     error: str | None = None
 
 
-# (Comparison and Verdict models are defined by synthloop.stats / synthloop.gate owners below.)
+# Comparison and Verdict live with their logic: synthloop.stats.Comparison, synthloop.gate.Verdict.

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +38,17 @@ from synthloop.evalsets import (
 )
 from synthloop.generate._rules._spec import (
     CountSpec,
+    Intent,
+    Persona,
     RulesSpec,
     check_locales_and_slots,
     check_references,
 )
 from synthloop.generate._rules._templates import (
+    UNKEYABLE,
     CompiledTemplates,
     compile_templates,
-    freeze_context,
 )
-from synthloop.generate._rules._templates import _freeze as _freeze_name
 from synthloop.progress import progress_bar
 from synthloop.schema import EvalsetManifest, Provenance
 
@@ -187,115 +189,188 @@ def _faker_seed(seed: int, key: tuple[int, ...]) -> int:
                % (2**63))
 
 
-def build_slot_pools(loaded: LoadedSpec, seed: int, locales: list[str]) -> list[list[dict[str, Any]]]:
-    """Per locale, `pool_size` slot assignments (dicts slot -> value)."""
-    from faker import Faker
-
+def build_slot_columns(loaded: LoadedSpec, seed: int, locales: list[str]
+                       ) -> list[dict[str, list[Any]]]:
+    """Per locale, `pool_size` values of every slot (slot -> list of values)."""
     spec = loaded.spec
     k_n = spec.pool_size
-    out: list[list[dict[str, Any]]] = []
+    needs_faker = any(s.faker is not None or s.pattern is not None for s in spec.slots.values())
+    if needs_faker:
+        from faker import Faker
+    out: list[dict[str, list[Any]]] = []
     for li, loc in enumerate(locales):
-        fk = Faker(loc)
-        fk.seed_instance(_faker_seed(seed, (0, li)))
+        fk: Any = None
+        if needs_faker:  # a Faker per locale costs tens of ms: only when a slot calls it
+            fk = Faker(loc)
+            fk.seed_instance(_faker_seed(seed, (0, li)))
         columns: dict[str, list[Any]] = {}
         for si, (name, slot) in enumerate(sorted(spec.slots.items())):
             rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, li, si)))
             where = f"{loaded.source}: slots.{name}"
             if slot.faker is not None:
                 fn = getattr(fk, slot.faker)
+                args = slot.args
                 try:
-                    columns[name] = [fn(**slot.args) for _ in range(k_n)]
+                    columns[name] = [fn(**args) for _ in range(k_n)]
                 except Exception as e:
                     raise ConfigError(f"{where}.args: Faker '{slot.faker}' failed: "
                                       f"{e.__class__.__name__}: {e}") from None
             elif slot.pattern is not None:
-                columns[name] = [fk.bothify(slot.pattern) for _ in range(k_n)]
+                bothify, pattern = fk.bothify, slot.pattern
+                columns[name] = [bothify(pattern) for _ in range(k_n)]
             elif slot.values is not None:
                 if isinstance(slot.values, dict):
                     keys = list(slot.values)
                     idx = _pick(_cdf(np.array(list(slot.values.values()))), rng.random(k_n))
-                    columns[name] = [keys[i] for i in idx]
+                    columns[name] = [keys[i] for i in idx.tolist()]
                 else:
                     vals = list(slot.values)
-                    columns[name] = [vals[i] for i in rng.integers(0, len(vals), k_n)]
+                    columns[name] = [vals[i] for i in rng.integers(0, len(vals), k_n).tolist()]
             elif slot.integers is not None:
                 lo, hi = slot.integers
-                columns[name] = [int(x) for x in rng.integers(lo, hi + 1, k_n)]
+                columns[name] = rng.integers(lo, hi + 1, k_n).tolist()
             elif slot.dates is not None:
                 d = slot.dates
                 span = (d.end - d.start).days
                 offs = rng.integers(0, span + 1, k_n)
                 base = np.datetime64(d.start.isoformat(), "D")
-                columns[name] = [
-                    (base + int(o)).astype(datetime).strftime(d.format) for o in offs]
-        out.append([{name: col[k] for name, col in columns.items()} for k in range(k_n)])
+                days, inverse = np.unique(offs, return_inverse=True)  # format each date once
+                text = [(base + o).astype(datetime).strftime(d.format) for o in days.tolist()]
+                columns[name] = [text[i] for i in np.asarray(inverse).reshape(-1).tolist()]
+        out.append(columns)
     return out
+
+
+def build_slot_pools(loaded: LoadedSpec, seed: int, locales: list[str]) -> list[list[dict[str, Any]]]:
+    """Per locale, `pool_size` slot assignments (dicts slot -> value)."""
+    out = []
+    for columns in build_slot_columns(loaded, seed, locales):
+        names = list(columns)
+        out.append([dict(zip(names, row, strict=True))
+                    for row in zip(*columns.values(), strict=True)] if names
+                   else [{} for _ in range(loaded.spec.pool_size)])
+    return out
+
+
+class _ScenarioTexts:
+    """Renders scenario texts for one run and numbers the distinct ones (text ids).
+
+    A context value is frozen to a small int once (`CompiledTemplates.value_id`), so the
+    render-cache key of a template at scenario k is a short tuple of ints, built for every k
+    of a (persona, locale, intent) at once; the render context holds only the names the
+    template reads. Same texts as rendering `{**constants, **slots at k, persona, traits,
+    locale, intent}` in full, without copying that context per scenario.
+    """
+
+    def __init__(self, loaded: LoadedSpec, slot_cols: list[dict[str, list[Any]]]) -> None:
+        self.tpl = loaded.templates
+        self.source = loaded.source
+        self.k_n = loaded.spec.pool_size
+        self.constants = loaded.spec.constants
+        vid = self.tpl.value_id
+        self.const_ids = {n: vid(v) for n, v in self.constants.items()}
+        self.slot_cols = slot_cols
+        self.slot_ids = [{n: [vid(v) for v in col] for n, col in cols.items()}
+                         for cols in slot_cols]
+        self.texts: list[str] = []
+        self._index: dict[str, int] = {}
+        self._known: dict[tuple[Any, ...], int] = {}
+        """Render-cache key -> text id."""
+
+    def start(self, persona: Persona, li: int, locale: str, intent: Intent) -> None:
+        """Render the next texts for this persona, locale (index `li`) and intent."""
+        vid = self.tpl.value_id
+        self.persona, self.locale = persona.name, locale
+        self.builtin = {"persona": persona.name, "traits": persona.traits, "locale": locale,
+                        "intent": intent.name}
+        self.builtin_ids = {n: vid(v) for n, v in self.builtin.items()}
+        self.cols, self.col_ids = self.slot_cols[li], self.slot_ids[li]
+        self._keys: dict[str, list[tuple[Any, ...]]] = {}
+
+    def _path_keys(self, path: str) -> list[tuple[Any, ...]]:
+        """The cache key of `path` at every k (see `CompiledTemplates.cache_key`)."""
+        parts: list[Any] = []
+        for n in self.tpl.used[path]:  # builtins override slots, slots override constants
+            if n in self.builtin_ids:
+                parts.append(repeat(self.builtin_ids[n], self.k_n))
+            elif n in self.col_ids:
+                parts.append(self.col_ids[n])
+            else:
+                parts.append(repeat(self.const_ids.get(n), self.k_n))
+        keys = self._keys[path] = list(zip(repeat(path, self.k_n), *parts, strict=True))
+        return keys
+
+    def tid(self, path: str, k: int) -> int:
+        """Text id of template `path` rendered for scenario k."""
+        keys = self._keys.get(path)
+        key = (keys if keys is not None else self._path_keys(path))[k]
+        got = self._known.get(key)
+        if got is not None:
+            return got
+        ctx: dict[str, Any] = {}
+        for n in self.tpl.used[path]:
+            if n in self.builtin:
+                ctx[n] = self.builtin[n]
+            elif n in self.cols:
+                ctx[n] = self.cols[n][k]
+            elif n in self.constants:
+                ctx[n] = self.constants[n]
+        cacheable = UNKEYABLE not in key
+        text = self.tpl.render_keyed(path, key if cacheable else None, ctx, self.source,
+                                     self.persona, self.locale)
+        got = self._index.get(text)
+        if got is None:
+            got = self._index[text] = len(self.texts)
+            self.texts.append(text)
+        if cacheable:
+            self._known[key] = got
+        return got
 
 
 def build_pools(loaded: LoadedSpec, seed: int) -> Pools:
     spec = loaded.spec
-    tpl = loaded.templates
-    src = loaded.source
     k_n = spec.pool_size
     locales = sorted({loc for p in spec.personas for loc in p.locales})
-    slot_pools = build_slot_pools(loaded, seed, locales)
+    scenes = _ScenarioTexts(loaded, build_slot_columns(loaded, seed, locales))
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2,)))
     n_p, n_l, n_i = len(spec.personas), len(locales), len(spec.intents)
     combo = np.full((n_p, n_l, n_i), -1, dtype=np.int64)
-    texts: list[str] = []
-    index: dict[str, int] = {}
-
-    def tid(text: str) -> int:
-        got = index.get(text)
-        if got is None:
-            got = index[text] = len(texts)
-            texts.append(text)
-        return got
-
     input_tid: list[int] = []
     follow_tid: list[int] = []
     good_lists: list[list[int]] = []
     bad_lists: list[list[int]] = []
     reply_bad_lists: list[list[int]] = []
+    fallback = [f"fallback_bad_replies[{k}]" for k in range(len(spec.fallback_bad_replies))]
+    tid = scenes.tid
     n_combo = 0
     for pi, persona in enumerate(spec.personas):
         for li, loc in enumerate(locales):
             if loc not in persona.locales or persona.locales[loc] <= 0:
                 continue
-            bases = [{**spec.constants, **slot_pools[li][k], "persona": persona.name,
-                      "traits": persona.traits, "locale": loc} for k in range(k_n)]
-            try:
-                frozen: list[dict[str, Any]] | None = [freeze_context(b) for b in bases]
-            except TypeError:
-                frozen = None
             for ii, intent in enumerate(spec.intents):
                 combo[pi, li, ii] = n_combo
                 n_combo += 1
                 n_t = len(intent.templates)
                 n_f = len(intent.follow_up_templates)
-                v_in = rng.integers(0, n_t, k_n)
-                v_fu = rng.integers(0, max(n_f, 1), k_n)
-                v_fb = rng.integers(0, len(spec.fallback_bad_replies), k_n)
-                name_key = _freeze_name(intent.name)
+                v_in = rng.integers(0, n_t, k_n).tolist()
+                v_fu = rng.integers(0, max(n_f, 1), k_n).tolist()
+                v_fb = rng.integers(0, len(spec.fallback_bad_replies), k_n).tolist()
+                scenes.start(persona, li, loc, intent)
+                in_paths = [f"intents[{ii}].templates[{t}]" for t in range(n_t)]
+                fu_paths = [f"intents[{ii}].follow_up_templates[{t}]" for t in range(n_f)]
+                good_paths = [f"intents[{ii}].answers[{a}]" for a in range(len(intent.answers))]
+                bad_paths = [f"intents[{ii}].bad_answers[{a}]"
+                             for a in range(len(intent.bad_answers))]
                 for k in range(k_n):
-                    ctx = {**bases[k], "intent": intent.name}
-                    fz = None if frozen is None else {**frozen[k], "intent": name_key}
-
-                    def render(path: str, ctx: dict[str, Any] = ctx,
-                               fz: dict[str, Any] | None = fz) -> int:
-                        return tid(tpl.render(path, ctx, src, fz))
-
-                    t_in = render(f"intents[{ii}].templates[{v_in[k]}]")
+                    t_in = tid(in_paths[v_in[k]], k)
                     input_tid.append(t_in)
-                    follow_tid.append(render(f"intents[{ii}].follow_up_templates[{v_fu[k]}]")
-                                      if n_f else t_in)
-                    good = [render(f"intents[{ii}].answers[{a}]")
-                            for a in range(len(intent.answers))]
-                    bad = [render(f"intents[{ii}].bad_answers[{a}]")
-                           for a in range(len(intent.bad_answers))]
+                    follow_tid.append(tid(fu_paths[v_fu[k]], k) if n_f else t_in)
+                    good = [tid(p, k) for p in good_paths]
+                    bad = [tid(p, k) for p in bad_paths]
                     good_lists.append(good)
                     bad_lists.append(bad)
-                    reply_bad_lists.append(bad or [render(f"fallback_bad_replies[{v_fb[k]}]")])
+                    reply_bad_lists.append(bad or [tid(fallback[v_fb[k]], k)])
+    texts = scenes.texts
 
     def flat(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         n = np.array([len(x) for x in lists], dtype=np.int64)

@@ -38,6 +38,10 @@ def tidy(text: str) -> str:
     return "\n".join(line.strip() for line in text.splitlines() if line.strip())
 
 
+UNKEYABLE = -1
+"""`value_id` of a value with no hashable stand-in: a render that uses it is never cached."""
+
+
 @dataclass
 class CompiledTemplates:
     """Every template of a spec, compiled, by field path (e.g. `intents[2].answers[0]`)."""
@@ -51,6 +55,26 @@ class CompiledTemplates:
     used: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Field path -> the context names the template reads (renders are cached on their values)."""
     _cache: dict[tuple[Any, ...], str] = field(default_factory=dict)
+    """(field path, `value_id` of each name in `used[path]`, None when absent) -> rendered text."""
+    _ids: dict[Any, int] = field(default_factory=dict)
+    """Frozen value -> small int, so cache keys are short tuples of ints (a large constant, e.g.
+    a whole knowledge base, is hashed once per `value_id` call, never once per render)."""
+
+    def value_id(self, value: Any) -> int:
+        """A small int standing for `value` by content (`UNKEYABLE` if it cannot be frozen)."""
+        try:
+            frozen = _freeze(value)
+        except TypeError:
+            return UNKEYABLE
+        got = self._ids.get(frozen)
+        if got is None:
+            got = self._ids[frozen] = len(self._ids)
+        return got
+
+    def cache_key(self, path: str, ids: dict[str, int]) -> tuple[Any, ...] | None:
+        """The render-cache key of `path` given the `value_id` of each context name."""
+        key = (path, *(ids.get(n) for n in self.used[path]))
+        return None if UNKEYABLE in key else key
 
     def render(self, path: str, context: dict[str, Any], source: str,
                frozen: dict[str, Any] | None = None) -> str:
@@ -58,27 +82,35 @@ class CompiledTemplates:
 
         `frozen` may hold `freeze_context(context)`, computed once for many renders.
         """
-        try:
-            f = frozen if frozen is not None else freeze_context(context)
-            key = (path, *(f.get(n) for n in self.used[path]))
-        except TypeError:
-            key = None
+        if frozen is not None:
+            ids = {n: self._ids.setdefault(f, len(self._ids)) for n, f in frozen.items()
+                   if n in self.used[path]}
+        else:
+            ids = {n: self.value_id(context[n]) for n in self.used[path] if n in context}
+        key = self.cache_key(path, ids)
+        return self.render_keyed(path, key, context, source)
+
+    def render_keyed(self, path: str, key: tuple[Any, ...] | None, context: dict[str, Any],
+                     source: str, persona: str | None = None, locale: str | None = None) -> str:
+        """Render with a precomputed `cache_key` (None: do not cache). `context` needs only the
+        names the template uses; `persona` and `locale` name the case in an error message."""
         if key is not None:
             hit = self._cache.get(key)
             if hit is not None:
                 return hit
-        text = self._render(path, context, source)
+        text = self._render(path, context, source, persona, locale)
         if key is not None:
             self._cache[key] = text
         return text
 
-    def _render(self, path: str, context: dict[str, Any], source: str) -> str:
+    def _render(self, path: str, context: dict[str, Any], source: str,
+                persona: str | None = None, locale: str | None = None) -> str:
         try:
             return tidy(self.templates[path].render(context))
         except UndefinedError as e:
             raise ConfigError(f"{source}: {self.where[path]}: {e.message} "
-                              f"(for persona '{context.get('persona')}', locale "
-                              f"'{context.get('locale')}')") from None
+                              f"(for persona '{persona or context.get('persona')}', locale "
+                              f"'{locale or context.get('locale')}')") from None
         except SecurityError as e:
             raise ConfigError(f"{source}: {self.where[path]}: not allowed in a sandboxed "
                               f"template: {e}") from None
@@ -127,12 +159,15 @@ def compile_templates(spec: RulesSpec, spec_path: Path, source: str
     out = CompiledTemplates()
     problems: list[str] = []
     base = spec_path.parent
+    # the same text (e.g. one template file named by every intent) is parsed and compiled once;
+    # a compiled `Template` holds no render state, so paths can share it
+    by_text: dict[str, tuple[Template, frozenset[str]] | TemplateSyntaxError] = {}
     for path, ref in template_locations(spec):
         if isinstance(ref, TemplateFile):
             where = f"{path} ({ref.file})"
             fpath = base / ref.file
             try:
-                text = fpath.read_text(encoding="utf-8")
+                text = out.files.get(ref.file) or fpath.read_text(encoding="utf-8")
             except FileNotFoundError:
                 problems.append(f"{source}: {path}.file: template file {fpath} not found "
                                 f"(paths are relative to the spec file)")
@@ -145,14 +180,19 @@ def compile_templates(spec: RulesSpec, spec_path: Path, source: str
         else:
             where, text = path, ref
         out.where[path] = where
-        try:
-            ast = env.parse(text)
-            names = meta.find_undeclared_variables(ast)
-            compiled = env.from_string(text)
-        except TemplateSyntaxError as e:  # also an unknown filter (TemplateAssertionError)
-            problems.append(f"{source}: {where}: template syntax error on line {e.lineno}: "
-                            f"{e.message}")
+        got = by_text.get(text)
+        if got is None:
+            try:
+                ast = env.parse(text)
+                got = (env.from_string(text), frozenset(meta.find_undeclared_variables(ast)))
+            except TemplateSyntaxError as e:  # also an unknown filter (TemplateAssertionError)
+                got = e
+            by_text[text] = got
+        if isinstance(got, TemplateSyntaxError):
+            problems.append(f"{source}: {where}: template syntax error on line {got.lineno}: "
+                            f"{got.message}")
             continue
+        compiled, names = got
         out.used[path] = tuple(sorted(names))
         out.templates[path] = compiled
         for name in sorted(names - known):
