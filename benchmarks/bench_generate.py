@@ -9,6 +9,8 @@ the real `EvalsetWriter` into a temporary folder, then reports:
 
 - setup time: spec checks, Faker pools and template rendering
 - write time and interactions/s: batches drawn, Arrow built, hashed and written to disk
+- end-to-end interactions/s: interactions / (setup + write), the rate a user sees; the
+  issue's target (>= 20,000 interactions/s on one core, to disk) is about this figure
 - peak RSS: `ru_maxrss`, the process's high-water mark
 
 Memory should be flat: peak RSS at 1M within 10 % of peak RSS at 100k.
@@ -98,7 +100,7 @@ def main() -> int:
           f"seed {args.seed}, one core (cpu {cpu}), load average "
           f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus")
     head = (f"{'interactions':>12} {'sessions':>9} {'setup s':>8} {'write s':>8} "
-            f"{'inter/s (write)':>16} {'inter/s (total)':>16} {'peak RSS MB':>12} "
+            f"{'inter/s (write)':>16} {'inter/s (e2e)':>16} {'peak RSS MB':>12} "
             f"{'RSS after setup':>16} {'on disk MB':>11}")
     print(head)
     results = []
@@ -110,6 +112,12 @@ def main() -> int:
               f"{r['write_s']:>8.2f} {r['interactions'] / r['write_s']:>16,.0f} "
               f"{r['interactions'] / total:>16,.0f} {r['peak_rss_mb']:>12.0f} "
               f"{r['rss_after_setup_mb']:>16.0f} {r['bytes'] / 1e6:>11.0f}", flush=True)
+    print("inter/s (write): write phase only; inter/s (e2e): end to end, setup included")
+    for r in results:
+        total = r["setup_s"] + r["write_s"]
+        print(f"end-to-end at {r['interactions']:,.0f} interactions: "
+              f"{r['interactions'] / total:,.0f} interactions/s "
+              f"({r['setup_s']:.2f} s setup + {r['write_s']:.2f} s write)")
     if len(results) >= 2:
         lo, hi = results[0], results[-1]
         growth = hi["peak_rss_mb"] / lo["peak_rss_mb"] - 1

@@ -8,6 +8,7 @@ against the names a template may use (slots, constants, `persona`, `traits`, `lo
 from __future__ import annotations
 
 import difflib
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,16 @@ BUILTIN_VARIABLES = ("persona", "traits", "locale", "intent")
 """Names every template may use besides slots and constants."""
 
 
+class _Environment(SandboxedEnvironment):
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        # A plain dict, not jinja's ChainMap over `self.globals`: every render copies a
+        # template's globals into its context, and copying a ChainMap costs more than the
+        # render of a short template. Globals are never changed after templates are compiled.
+        return dict(super().make_globals(d))
+
+
 def make_environment() -> SandboxedEnvironment:
-    env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+    env = _Environment(undefined=StrictUndefined, autoescape=False)
     # `random` and `lipsum` draw from Python's global RNG: not reproducible from the seed
     env.filters.pop("random", None)
     env.globals.pop("lipsum", None)
