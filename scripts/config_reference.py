@@ -24,13 +24,14 @@ OUT = Path(__file__).resolve().parents[1] / "docs" / "config-reference.md"
 SECTIONS: list[tuple[str, str, str]] = [
     ("Rules generator spec", "`generators/*.yaml` with `kind: rules`", "synthloop.generate.rules:RulesSpec"),
     ("SDV generator spec", "`generators/*.yaml` with `kind: sdv`", "synthloop.generate.sdv:SdvSpec"),
-    ("LLM generator spec", "`generators/*.yaml` with `kind: llm`", "synthloop.generate.llm:LlmSpec"),
-    ("Ingest mapping", "`MAPPING.yaml` for `synthloop ingest`", "synthloop.ingest:Mapping"),
+    ("LLM generator spec", "`generators/*.yaml` with `kind: llm`", "synthloop.generate.llm:LLMSpec"),
+    ("Ingest mapping", "`MAPPING.yaml` for `synthloop ingest`", "synthloop.ingest:LogMapping"),
     ("OpenAI-compatible target", "`configs/targets/*.yaml` with `kind: openai`", "synthloop.targets:OpenAITargetConfig"),
-    ("HTTP JSON target", "`configs/targets/*.yaml` with `kind: http`", "synthloop.targets:HttpTargetConfig"),
+    ("HTTP JSON target", "`configs/targets/*.yaml` with `kind: http`", "synthloop.targets:HTTPTargetConfig"),
     ("Python target", "`configs/targets/*.yaml` with `kind: python`", "synthloop.targets:PythonTargetConfig"),
     ("Scorers", "`SCORERS.yaml` for `synthloop score`", "synthloop.scorers:ScorersConfig"),
     ("Gate policy", "`POLICY.yaml` for `synthloop gate`", "synthloop.gate:Policy"),
+    ("Feedback model training", "`feedback_model.training` in a pipeline, or `synthloop feedback train` options", "synthloop.scorers.feedback:FeedbackTrainConfig"),
     ("Pipeline", "`PIPELINE.yaml` for `synthloop run`", "synthloop.pipeline:PipelineConfig"),
 ]
 
@@ -136,8 +137,8 @@ def render() -> str:
         mod_name, _, attr = ref.partition(":")
         try:
             model = getattr(importlib.import_module(mod_name), attr)
-        except (ImportError, AttributeError):
-            continue
+        except (ImportError, AttributeError) as e:
+            raise SystemExit(f"config reference: cannot import {ref}: {e}") from None
         parts += [f"## {title}", "", f"File: {what}.", "", render_model(model, set())]
     return "\n".join(parts).rstrip() + "\n"
 

@@ -47,9 +47,6 @@ from synthloop.generate.llm._spec import (
     TurnsConfig,
 )
 
-LlmSpec = LLMSpec
-"""Alias of `LLMSpec` (the spelling `scripts/config_reference.py` looks up)."""
-
 __all__ = [
     "DEDUP_REPORT",
     "DEFAULT_CACHE",
@@ -63,7 +60,6 @@ __all__ = [
     "LLMClient",
     "LLMDedupConfig",
     "LLMSpec",
-    "LlmSpec",
     "Persona",
     "Pricing",
     "ProductConfig",
