@@ -312,20 +312,23 @@ def evaluate(comparison: Comparison, policy: Policy, *, comparison_path: str | P
             results.append(_floor(i, rule, m, c, min_cases, "min"))
         if rule.max is not None:
             results.append(_floor(i, rule, m, c, min_cases, "max"))
-    outcome = [r.counts_as for r in results]
+    # Per-segment rows are details of their rule's `segments` row: count checks without them.
+    checks = [r for r in results if r.kind != "segment"]
+    outcome = [r.counts_as for r in checks]
     status: Status = "fail" if "fail" in outcome else (
         "inconclusive" if "inconclusive" in outcome else "pass")
     n_fail = outcome.count("fail")
     n_inc = outcome.count("inconclusive")
     if status == "fail":
-        segs = [r.segment for r in results if r.kind == "segment" and r.counts_as == "fail"]
-        summary = f"regression: {n_fail} of {len(results)} checks failed"
+        segs = [f"{r.metric} [{r.segment}]" for r in results
+                if r.kind == "segment" and r.counts_as == "fail"]
+        summary = f"regression: {n_fail} of {len(checks)} checks failed"
         if segs:
-            summary += f" (segments: {', '.join(s for s in segs if s)})"
+            summary += f" (segments: {', '.join(segs)})"
     elif status == "inconclusive":
-        summary = f"inconclusive: {n_inc} of {len(results)} checks cannot be decided with these cases"
+        summary = f"inconclusive: {n_inc} of {len(checks)} checks cannot be decided with these cases"
     else:
-        summary = f"passed: all {len(results)} checks"
+        summary = f"passed: all {len(checks)} checks"
     return Verdict(
         created_at=datetime.now(UTC), status=status, exit_code=EXIT_CODES[status],
         summary=summary,
