@@ -18,10 +18,6 @@ rejected credentials (401/403) or an unknown model/route (404) stop the command 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +26,21 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from synthloop.errors import ConfigError, TargetError
+from synthloop.errors import ConfigError
 from synthloop.harness.cache import ResponseCache, make_key
+from synthloop.llm_client import (
+    RetryPolicy,
+    api_key_from_env,
+    create_completion,
+    error_kind,
+    fatal_error,
+    is_transient,
+    open_client,
+    parse_structured,
+    reask_messages,
+    response_format,
+    usage_tokens,
+)
 from synthloop.schema import EvalCase, Response, Score
 from synthloop.scorers._base import (
     NO_OUTPUT,
@@ -44,9 +53,9 @@ from synthloop.scorers._base import (
 from synthloop.scorers._text import shorten
 
 CACHE_NAMESPACE = "synthloop-judge/1"
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 _LOCAL_KEY = "sk-no-key-needed"
-_FENCE = re.compile(r"^```(?:json|JSON)?\s*\n?(.*?)\n?```$", re.DOTALL)
+MAX_ECHO_CHARS = 4000
+"""An invalid verdict is echoed back in a re-ask up to this many characters."""
 
 # --------------------------------------------------------------------------- prompts
 POINTWISE_SYSTEM = (
@@ -241,50 +250,6 @@ class JudgeFailed(Exception):
     """A judge request failed after its retries (recorded as the case's failure)."""
 
 
-# --------------------------------------------------------------------------- client
-def _is_transient(e: BaseException) -> bool:
-    import openai
-
-    if isinstance(e, openai.APIStatusError):
-        return e.status_code in (408, 409, 429) or e.status_code >= 500
-    return isinstance(e, openai.APIConnectionError | openai.APIResponseValidationError
-                      | _EmptyReply | json.JSONDecodeError)
-
-
-class _EmptyReply(Exception):
-    pass
-
-
-def _error_kind(e: BaseException) -> str:
-    import openai
-
-    if isinstance(e, openai.APITimeoutError):
-        return "timeout"
-    if isinstance(e, openai.APIConnectionError):
-        return "connection"
-    if isinstance(e, openai.APIStatusError):
-        return f"http_{e.status_code}"
-    if isinstance(e, _EmptyReply):
-        return "empty_reply"
-    if isinstance(e, ValueError | openai.APIResponseValidationError):
-        return "bad_response"
-    return type(e).__name__
-
-
-def _retry_after(e: BaseException | None) -> float | None:
-    import openai
-
-    if not isinstance(e, openai.APIStatusError):
-        return None
-    headers = e.response.headers
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        v = headers.get(name)
-        if v:
-            with contextlib.suppress(ValueError):
-                return max(0.0, float(v) * scale)
-    return None
-
-
 @dataclass
 class JudgeUsage:
     """What the judge cost: requests, cache hits, tokens, retries and re-asks."""
@@ -326,12 +291,9 @@ class _JudgeBase:
     # -- setup
     def _resolve_key(self) -> str:
         env = self.options.api_key_env
-        key = os.environ.get(env) if env else None
-        if key:
+        key = api_key_from_env(env, self.options.base_url, placeholder=_LOCAL_KEY)
+        if key is not None:
             return key
-        host = urlparse(self.options.base_url).hostname or ""
-        if env is None or host in LOCAL_HOSTS:
-            return _LOCAL_KEY
         raise ConfigError(f"api_key_env: environment variable {env} is not set",
                           hint=f"export {env}=... (local 127.0.0.1 endpoints need none; "
                                "`api_key_env: null` sends no key)")
@@ -353,12 +315,9 @@ class _JudgeBase:
 
     def _get_client(self) -> Any:
         if self._client is None:
-            import openai
-
-            self._client = openai.AsyncOpenAI(
-                base_url=self.options.base_url, api_key=self._api_key, max_retries=0,
-                timeout=self.options.timeout_s,
-                default_headers=self.options.headers or None)
+            self._client = open_client(base_url=self.options.base_url, api_key=self._api_key,
+                                       timeout_s=self.options.timeout_s,
+                                       headers=self.options.headers)
             self._sem = asyncio.Semaphore(self.options.concurrency)
         return self._client
 
@@ -369,14 +328,8 @@ class _JudgeBase:
 
     # -- requests
     def _response_format(self) -> dict[str, Any] | None:
-        mode = self.options.structured_output
-        if mode == "json_schema":
-            return {"type": "json_schema",
-                    "json_schema": {"name": self.verdict_name, "strict": True,
-                                    "schema": self.verdict_schema()}}
-        if mode == "json_object":
-            return {"type": "json_object"}
-        return None
+        return response_format(self.options.structured_output, self.verdict_name,
+                               self.verdict_schema())
 
     verdict_name = "verdict"
 
@@ -401,79 +354,37 @@ class _JudgeBase:
 
     async def _create(self, messages: list[dict[str, str]], params: dict[str, Any]) -> Any:
         import openai
-        from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
         o = self.options
         client = self._get_client()
         assert self._sem is not None
-
-        def wait(state: RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome is not None else None
-            ra = _retry_after(exc)
-            if ra is not None:
-                return min(ra, 120.0)
-            return float(min(30.0, o.backoff_s * (2 ** (state.attempt_number - 1))))
-
-        retrying = AsyncRetrying(stop=stop_after_attempt(o.max_retries + 1), wait=wait,
-                                 retry=retry_if_exception(_is_transient), reraise=True)
         try:
             async with self._sem:
-                async for attempt in retrying:
-                    with attempt:
-                        if attempt.retry_state.attempt_number > 1:
-                            self.stats.retries += 1
-                        self.stats.requests += 1
-                        try:
-                            completion = await client.chat.completions.create(
-                                model=o.model, messages=messages, **params)
-                            if not completion.choices:
-                                raise _EmptyReply("the reply has no choices")
-                        except Exception as e:
-                            k = _error_kind(e)
-                            self.stats.errors[k] = self.stats.errors.get(k, 0) + 1
-                            raise
-                        return completion
-        except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
-            hint = (f"check the key in ${o.api_key_env}" if o.api_key_env
-                    else "set api_key_env to the variable holding the key")
-            raise TargetError(f"judge '{self.name}': {o.base_url} refused the credentials "
-                              f"(HTTP {e.status_code})", hint=hint) from None
-        except openai.NotFoundError:
-            raise TargetError(f"judge '{self.name}': {o.base_url} has no model '{o.model}' or "
-                              "no chat-completions route (HTTP 404)",
-                              hint="check base_url (usually ends in /v1) and model") from None
+                return await create_completion(
+                    client, {"model": o.model, "messages": messages, **params},
+                    policy=RetryPolicy(o.max_retries, o.backoff_s), counters=self.stats)
         except openai.BadRequestError as e:
             raise JudgeFailed(
                 f"HTTP 400: {shorten(str(e.message), 200)} (if the server does not support "
                 "json_schema output, set structured_output: json_object or none)") from None
         except Exception as e:
-            if _is_transient(e) or isinstance(e, openai.APIStatusError):
-                raise JudgeFailed(f"{_error_kind(e)} after {o.max_retries + 1} attempts: "
+            fatal = fatal_error(e, source=f"judge '{self.name}'", base_url=o.base_url,
+                                model=o.model, api_key_env=o.api_key_env)
+            if fatal is not None:
+                raise fatal from None
+            if is_transient(e) or isinstance(e, openai.APIStatusError):
+                raise JudgeFailed(f"{error_kind(e)} after {o.max_retries + 1} attempts: "
                                   f"{shorten(str(e), 200)}") from None
             raise
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def parse(self, content: str | None) -> BaseModel:
         """Validate a reply as a verdict; raises InvalidVerdict with a short, model-readable
         message."""
-        if content is None or not content.strip():
-            raise InvalidVerdict("the reply was empty; answer with one JSON object")
-        text = content.strip()
-        m = _FENCE.match(text)
-        if m:
-            text = m.group(1).strip()
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InvalidVerdict(f"the reply is not valid JSON ({e.msg}); answer with one "
-                                 "JSON object only") from None
-        try:
-            verdict = self.verdict_model.model_validate(self.prevalidate(data))
-        except ValidationError as e:
-            parts = [f"{'.'.join(str(p) for p in err['loc']) or '(object)'}: {err['msg']}"
-                     for err in e.errors()[:4]]
-            raise InvalidVerdict("the JSON does not match the schema: " + "; ".join(parts)
-                                 ) from None
+            verdict = parse_structured(content, self.verdict_model,
+                                       prevalidate=self.prevalidate)
+        except ValueError as e:
+            raise InvalidVerdict(str(e)) from None
         self.check(verdict)
         return verdict
 
@@ -504,9 +415,7 @@ class _JudgeBase:
             if attempt:
                 self.stats.reasks += 1
             completion = await self._create(convo, params)
-            usage = completion.usage
-            pt = int(getattr(usage, "prompt_tokens", 0) or 0) if usage is not None else 0
-            ct = int(getattr(usage, "completion_tokens", 0) or 0) if usage is not None else 0
+            pt, ct = usage_tokens(completion)
             self.stats.prompt_tokens += pt
             self.stats.completion_tokens += ct
             content = completion.choices[0].message.content
@@ -514,9 +423,7 @@ class _JudgeBase:
                 v = self.parse(content)
             except InvalidVerdict as e:
                 why = str(e)
-                convo = [*convo, {"role": "assistant", "content": (content or "")[:4000]},
-                         {"role": "user", "content": f"That reply was invalid: {why}. Answer "
-                          "again with only the JSON object, matching the schema exactly."}]
+                convo = reask_messages(convo, content, why, max_echo=MAX_ECHO_CHARS)
                 continue
             self.stats.verdicts += 1
             if self.cache is not None:

@@ -2,44 +2,49 @@
 bounded repair, tenacity retries honouring `Retry-After`, a concurrency limit, the shared
 response cache, token and cost accounting, and a cost budget.
 
-Shared by the LLM generator and the simulated user (`synthloop.simulate`).
+Shared by the LLM generator and the simulated user (`synthloop.simulate`). The endpoint
+plumbing (errors, Retry-After, the retried request, structured output) is in
+`synthloop.llm_client`, shared with the LLM judges.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
-import json
 import math
-import os
 import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
-from urllib.parse import urlparse
 
 import openai
-from openai.types.chat import ChatCompletion
-from pydantic import BaseModel, ValidationError
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-)
+from pydantic import BaseModel
 
 from synthloop.errors import TargetError
 from synthloop.generate.llm._spec import EndpointConfig, Pricing
 from synthloop.harness.cache import ResponseCache, make_key
+from synthloop.llm_client import LOCAL_HOSTS as LOCAL_HOSTS  # re-exported
+from synthloop.llm_client import (
+    EmptyReply,
+    RetryPolicy,
+    api_key_from_env,
+    create_completion,
+    error_kind,
+    fatal_error,
+    is_transient,
+    open_client,
+    reask_messages,
+    response_format,
+    usage_tokens,
+)
+from synthloop.llm_client import parse_structured as parse_structured  # re-exported
+from synthloop.llm_client import strict_schema as strict_schema  # re-exported
 
 M = TypeVar("M", bound=BaseModel)
 
 CACHE_NAMESPACE = "synthloop.generate.llm/1"
 MAX_ECHO_CHARS = 2000
 """An invalid reply is echoed back in a repair request up to this many characters."""
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 _DUMMY_KEY = "synthloop-local-no-key"
 
 _REFUSAL_RE = re.compile(
@@ -49,7 +54,6 @@ _REFUSAL_RE = re.compile(
     r"i am (?:not able|unable) to|unfortunately,? i (?:can(?:not|[’']t)|am unable))",
     re.IGNORECASE,
 )
-_FENCE_RE = re.compile(r"^\s*```(?:json|JSON)?\s*\n?(.*?)\n?```\s*$", re.DOTALL)
 
 
 def looks_like_refusal(text: str | None) -> bool:
@@ -61,8 +65,8 @@ class BudgetExceeded(Exception):
     """The next request could exceed the cost budget; no request was sent."""
 
 
-class TransientReplyError(Exception):
-    """A 200 reply that is unusable (no choices, garbled body): retried like a 5xx."""
+TransientReplyError = EmptyReply
+"""A 200 reply that is unusable (no choices): retried like a 5xx."""
 
 
 class RequestFailed(Exception):
@@ -175,106 +179,22 @@ def estimate_prompt_tokens(messages: Sequence[dict[str, str]]) -> int:
 def api_key_for(endpoint: EndpointConfig, source: str) -> str:
     """The API key from the environment; a dummy for local servers without one."""
     env = endpoint.api_key_env
-    key = os.environ.get(env) if env else None
-    if key:
+    key = api_key_from_env(env or None, endpoint.base_url, placeholder=_DUMMY_KEY)
+    if key is not None:
         return key
-    host = urlparse(endpoint.base_url).hostname or ""
-    if host in LOCAL_HOSTS or not env:
-        return _DUMMY_KEY
     raise TargetError(f"{source}: endpoint.api_key_env: environment variable {env} is not set",
                       hint=f"export {env}=... (local servers at 127.0.0.1 need no key)")
 
 
 def response_format_for(endpoint: EndpointConfig, name: str, schema: dict[str, Any]
                         ) -> dict[str, Any] | None:
-    if endpoint.structured_output == "json_schema":
-        return {"type": "json_schema", "json_schema": {"name": name, "schema": schema,
-                                                       "strict": True}}
-    if endpoint.structured_output == "json_object":
-        return {"type": "json_object"}
-    return None
-
-
-@functools.cache
-def strict_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """A model's JSON schema in the strict subset (every property required, no extras).
-    Cached: treat the returned dict as read-only."""
-    schema = model.model_json_schema()
-
-    def fix(node: Any) -> None:
-        if isinstance(node, dict):
-            if node.get("type") == "object" and isinstance(node.get("properties"), dict):
-                node["required"] = list(node["properties"])
-                node["additionalProperties"] = False
-                for prop in node["properties"].values():  # keys there are field names
-                    fix(prop)
-            node.pop("title", None)
-            node.pop("default", None)
-            for k, v in node.items():
-                if k != "properties":
-                    fix(v)
-        elif isinstance(node, list):
-            for v in node:
-                fix(v)
-
-    fix(schema)
-    return schema
-
-
-def parse_structured(content: str | None, model: type[M]) -> M:
-    """Validate a reply as `model`; accepts a JSON object optionally wrapped in a code fence.
-    Raises ValueError with a short, model-readable message."""
-    if content is None or not content.strip():
-        raise ValueError("the reply was empty; answer with one JSON object")
-    text = content.strip()
-    m = _FENCE_RE.match(text)
-    if m:
-        text = m.group(1).strip()
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"the reply is not valid JSON ({e.msg} at line {e.lineno} column "
-                         f"{e.colno}); answer with one JSON object only") from None
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        parts = []
-        for err in e.errors()[:5]:
-            loc = ".".join(str(p) for p in err["loc"]) or "(object)"
-            parts.append(f"{loc}: {err['msg']}")
-        raise ValueError("the JSON does not match the schema: " + "; ".join(parts)) from None
+    return response_format(endpoint.structured_output, name, schema)
 
 
 def _error_kind(e: BaseException) -> str:
-    if isinstance(e, openai.APITimeoutError):
-        return "timeout"
-    if isinstance(e, openai.APIConnectionError):
-        return "connect"
-    if isinstance(e, openai.APIStatusError):
-        return f"http_{e.status_code}"
-    if isinstance(e, TransientReplyError):
-        return "bad_response"
-    if isinstance(e, ValueError):  # JSON decode error of a garbled body
-        return "bad_response"
-    return type(e).__name__
-
-
-def _is_transient(e: BaseException) -> bool:
-    if isinstance(e, openai.APIStatusError):
-        return e.status_code in (408, 409, 429) or e.status_code >= 500
-    return isinstance(e, openai.APIConnectionError | TransientReplyError | ValueError)
-
-
-def _retry_after(e: BaseException | None) -> float | None:
-    if not isinstance(e, openai.APIStatusError):
-        return None
-    headers = e.response.headers
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        v = headers.get(name)
-        if v:
-            with contextlib.suppress(ValueError):
-                return max(0.0, float(v) * scale)
-    return None
+    """Error kinds as the generator records them (`connect`; an empty reply is
+    `bad_response`)."""
+    return error_kind(e, connection="connect", empty_reply="bad_response")
 
 
 @dataclass
@@ -316,16 +236,15 @@ class LLMClient:
         self._sem = asyncio.Semaphore(concurrency)
         self._source = source
         self._client: openai.AsyncOpenAI | None = None
-        self._rng = random.Random(0)  # backoff jitter only (never affects content)
+        # jitter from a seeded rng: backoff only (never affects content)
+        self._retry = RetryPolicy(endpoint.max_retries, endpoint.backoff_s, random.Random(0))
 
     def _get_client(self) -> openai.AsyncOpenAI:
         if self._client is None:
-            self._client = openai.AsyncOpenAI(
+            self._client = open_client(
                 base_url=self.endpoint.base_url,
                 api_key=api_key_for(self.endpoint, self._source),
-                max_retries=0, timeout=self.endpoint.timeout_s,
-                default_headers=self.endpoint.headers or None,
-            )
+                timeout_s=self.endpoint.timeout_s, headers=self.endpoint.headers)
         return self._client
 
     async def aclose(self) -> None:
@@ -341,14 +260,6 @@ class LLMClient:
         return self.pricing.cost(estimate_prompt_tokens(messages), max_tokens)
 
     # ------------------------------------------------------------------ one request
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        ra = _retry_after(exc)
-        if ra is not None:
-            return min(ra, 120.0)
-        base = self.endpoint.backoff_s * (2 ** (state.attempt_number - 1))
-        return min(30.0, base) * (0.5 + self._rng.random())
-
     async def chat(self, messages: list[dict[str, str]], *, params: dict[str, Any],
                    sample: Any, model: str | None = None) -> Reply:
         """One logical chat request: cache, then budget, then retried HTTP calls.
@@ -378,9 +289,7 @@ class LLMClient:
             actual = 0.0
             try:
                 completion = await self._create_with_retries(messages, params, model)
-                usage = completion.usage
-                pt = int(usage.prompt_tokens) if usage is not None else 0
-                ct = int(usage.completion_tokens) if usage is not None else 0
+                pt, ct = usage_tokens(completion)
                 actual = self.pricing.cost(pt, ct)
                 self.stats.replies += 1
                 self.stats.prompt_tokens += pt
@@ -401,42 +310,17 @@ class LLMClient:
     async def _create_with_retries(self, messages: list[dict[str, str]],
                                    params: dict[str, Any], model: str) -> Any:
         client = self._get_client()
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.endpoint.max_retries + 1),
-            wait=self._wait,
-            retry=retry_if_exception(_is_transient),
-            reraise=True,
-        )
         try:
-            async for attempt in retrying:
-                with attempt:
-                    if attempt.retry_state.attempt_number > 1:
-                        self.stats.retries += 1
-                    self.stats.requests += 1
-                    try:
-                        # `post` (the client's documented route for raw bodies) skips the
-                        # SDK's per-request typed-dict transform: about 30 % less CPU per
-                        # request; auth, error types and parsing are the same as `create`.
-                        completion = await client.post(
-                            "/chat/completions", cast_to=ChatCompletion,
-                            body={"model": model, "messages": messages, **params})
-                        if not completion.choices:
-                            raise TransientReplyError("the reply has no choices")
-                    except Exception as e:
-                        kind = _error_kind(e)
-                        self.stats.errors[kind] = self.stats.errors.get(kind, 0) + 1
-                        raise
-                    return completion
-        except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
-            raise TargetError(
-                f"{self._source}: {self.endpoint.base_url} refused the credentials "
-                f"(HTTP {e.status_code})",
-                hint=f"check the key in ${self.endpoint.api_key_env}") from None
-        except openai.NotFoundError:
-            raise TargetError(
-                f"{self._source}: {self.endpoint.base_url} has no model "
-                f"'{model}' or no chat-completions route (HTTP 404)",
-                hint="check endpoint.base_url (usually ends in /v1) and endpoint.model") from None
+            return await create_completion(
+                client, {"model": model, "messages": messages, **params},
+                policy=self._retry, counters=self.stats, kind=_error_kind)
+        except (openai.AuthenticationError, openai.PermissionDeniedError,
+                openai.NotFoundError) as e:
+            fatal = fatal_error(e, source=self._source, base_url=self.endpoint.base_url,
+                                model=model, api_key_env=self.endpoint.api_key_env,
+                                prefix="endpoint.")
+            assert fatal is not None
+            raise fatal from None
         except openai.BadRequestError as e:
             detail = _short(e.message)
             raise TargetError(
@@ -445,16 +329,16 @@ class LLMClient:
                 hint="if the server does not support json_schema output, set "
                      "endpoint.structured_output: json_object or none") from None
         except openai.APIStatusError as e:
-            if _is_transient(e):
+            if is_transient(e):
                 raise RequestFailed(f"HTTP {e.status_code} after "
                                     f"{self.endpoint.max_retries + 1} attempts",
                                     _error_kind(e)) from None
             raise TargetError(f"{self._source}: {self.endpoint.base_url} answered HTTP "
                               f"{e.status_code}: {_short(e.message)}") from None
-        except (openai.APIConnectionError, TransientReplyError, ValueError) as e:
+        except (openai.APIConnectionError, openai.APIResponseValidationError, EmptyReply,
+                ValueError) as e:
             raise RequestFailed(f"{_error_kind(e)} after {self.endpoint.max_retries + 1} "
                                 f"attempts: {_short(str(e))}", _error_kind(e)) from None
-        raise AssertionError("unreachable")  # pragma: no cover
 
     # ------------------------------------------------------------------ structured output
     async def structured(self, messages: list[dict[str, str]], output: type[M], *,
@@ -487,10 +371,7 @@ class LLMClient:
                     return StructuredResult(None, "refusal", reply.content,
                                             f"refusal: {_short(reply.content or '')}", attempt + 1)
                 error = str(e)
-                echoed = (reply.content or "")[:MAX_ECHO_CHARS]
-                convo = [*convo, {"role": "assistant", "content": echoed},
-                         {"role": "user", "content": f"That reply was invalid: {error}. Answer "
-                          "again with only the JSON object, matching the schema exactly."}]
+                convo = reask_messages(convo, reply.content, error, max_echo=MAX_ECHO_CHARS)
                 continue
             for f in refusal_fields:
                 if looks_like_refusal(getattr(value, f, None)):
