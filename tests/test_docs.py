@@ -38,3 +38,14 @@ def test_ci_runs_the_readme_test_command() -> None:
     test_cmd = next(line.strip() for line in readme.splitlines()
                     if line.strip().startswith("python3.11 -m venv") and "pytest" in line)
     assert test_cmd in ci
+
+
+def test_shipped_evalset_is_what_its_command_generates(tmp_path: Path) -> None:
+    from synthloop.evalsets import open_evalset
+    from synthloop.generate import GenerateOptions, generate
+
+    shipped = open_evalset(REPO / "evalsets" / "support" / "v1")
+    made = generate(REPO / "generators" / "support_assistant.yaml", tmp_path / "support" / "v1",
+                    GenerateOptions(seed=7, sessions=1000))
+    assert made is not None
+    assert made.content_hash == shipped.content_hash
