@@ -136,25 +136,28 @@ def case_to_row(case: EvalCase) -> dict[str, Any]:
     }
 
 
+def _case_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """One row of the evalset Arrow schema as the fields of an EvalCase (not validated)."""
+    return {
+        "case_id": row["case_id"],
+        "session_id": row["session_id"],
+        "user_id": row["user_id"],
+        "turn": row["turn"] or 0,
+        "timestamp": row["timestamp"],
+        "history": row["history"] or [],
+        "input": row["input"],
+        "context": row["context"],
+        "references": {"good": row["references_good"] or [], "bad": row["references_bad"] or []},
+        "reply": row["reply"],
+        "reply_latency_ms": row["reply_latency_ms"],
+        "expected_feedback": row["expected_feedback"],
+        "tags": {t["key"]: t["value"] for t in (row["tags"] or [])},
+    }
+
+
 def row_to_case(row: dict[str, Any]) -> EvalCase:
     """One row of the evalset Arrow schema as an EvalCase."""
-    return EvalCase.model_validate(
-        {
-            "case_id": row["case_id"],
-            "session_id": row["session_id"],
-            "user_id": row["user_id"],
-            "turn": row["turn"] or 0,
-            "timestamp": row["timestamp"],
-            "history": row["history"] or [],
-            "input": row["input"],
-            "context": row["context"],
-            "references": {"good": row["references_good"] or [], "bad": row["references_bad"] or []},
-            "reply": row["reply"],
-            "reply_latency_ms": row["reply_latency_ms"],
-            "expected_feedback": row["expected_feedback"],
-            "tags": {t["key"]: t["value"] for t in (row["tags"] or [])},
-        }
-    )
+    return EvalCase.model_validate(_case_fields(row))
 
 
 def cases_to_batch(cases: Sequence[EvalCase]) -> pa.RecordBatch:
@@ -666,23 +669,9 @@ def _iso(ts: datetime | None) -> str | None:
 
 def row_to_json(row: dict[str, Any]) -> dict[str, Any]:
     """One Arrow row as the JSON of its EvalCase (`EvalCase.model_dump(mode="json")`), fast."""
-    fb = row["expected_feedback"]
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "case_id": row["case_id"],
-        "session_id": row["session_id"],
-        "user_id": row["user_id"],
-        "turn": row["turn"] or 0,
-        "timestamp": _iso(row["timestamp"]),
-        "history": row["history"] or [],
-        "input": row["input"],
-        "context": row["context"],
-        "references": {"good": row["references_good"] or [], "bad": row["references_bad"] or []},
-        "reply": row["reply"],
-        "reply_latency_ms": row["reply_latency_ms"],
-        "expected_feedback": fb,
-        "tags": {t["key"]: t["value"] for t in (row["tags"] or [])},
-    }
+    fields = _case_fields(row)
+    fields["timestamp"] = _iso(fields["timestamp"])
+    return {"schema_version": SCHEMA_VERSION, **fields}
 
 
 def _csv_row(row: dict[str, Any]) -> list[Any]:
