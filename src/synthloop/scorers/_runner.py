@@ -10,6 +10,7 @@ config, the run or a scorer's setup is invalid.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import math
@@ -484,7 +485,7 @@ class _Scoring:
         for j, (case, resp) in enumerate(zip(cases, responses, strict=True)):
             i = start + j
             if job.is_async:
-                pending.append(self._one_async(job, s.score, case, resp, i))
+                pending.append(self._finish_async(job, functools.partial(s.score, case, resp), resp, i))
                 continue
             try:
                 res = s.score(case, resp)
@@ -503,24 +504,12 @@ class _Scoring:
             self.bar.advance(synced)
         return pending
 
-    async def _one_async(self, job: _Job, fn: Callable[..., Any], case: EvalCase,
-                         resp: Response, i: int) -> None:
+    async def _finish_async(self, job: _Job, aw: Awaitable[Any] | Callable[[], Awaitable[Any]],
+                            resp: Response, i: int) -> None:
+        """Await one score under the concurrency limit; `aw` may be a factory (started inside)."""
         async with self.sem:
             try:
-                res = await fn(case, resp)
-            except SynthloopError:
-                raise
-            except Exception as e:
-                job.cols.put(i, None, None, error_text(e), job.scorer.kind)
-                self.bar.advance(1)
-                return
-        self._record(job, res, resp, i)
-        self.bar.advance(1)
-
-    async def _finish_async(self, job: _Job, aw: Awaitable[Any], resp: Response, i: int) -> None:
-        async with self.sem:
-            try:
-                res = await aw
+                res = await (aw() if callable(aw) else aw)
             except SynthloopError:
                 raise
             except Exception as e:
