@@ -343,6 +343,23 @@ def test_clustered_stats_use_sessions_as_units() -> None:
     assert again.delta == pytest.approx(cl.delta) and again.se == pytest.approx(cl.se)
 
 
+def test_one_session_or_one_case_gives_no_interval() -> None:
+    # Every case in one session is one independent unit: resampling it always gives the same
+    # mean, which is no evidence of precision; no interval, MDE or n needed is reported.
+    rng = np.random.default_rng(3)
+    b = (rng.random(200) < 0.7).astype(float)
+    c = np.where(rng.random(200) < 0.15, 1 - b, b)
+    one = pair_stats(b, c, clusters=np.zeros(200, dtype=np.int64), binary=True)
+    assert one.n == 200 and one.n_clusters == 1
+    assert one.ci is None and one.bounds == {} and one.ci_method == "none" and one.se is None
+    assert one.mde is None and set(one.n_needed.values()) == {None}
+    assert one.design_effect == 1.0
+    single = pair_stats(np.array([0.2]), np.array([0.7]))
+    assert single.ci is None and single.bounds == {} and single.mde is None
+    two = pair_stats(b, c, clusters=np.repeat([0, 1], 100), binary=True)
+    assert two.ci is not None and two.bounds and two.mde is not None
+
+
 def test_compare_metric_segments_equal_direct_subset_stats() -> None:
     rng = np.random.default_rng(3)
     b, c = _binary_pairs(rng, 1500, 0.15, 0.15)

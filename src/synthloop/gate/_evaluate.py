@@ -114,7 +114,7 @@ def _non_inferiority(i: int, rule: Rule, m: MetricComparison, s: PairStats, c: f
     name = rule.label()
     imp = None if s.delta is None else (s.delta if hib else -s.delta)
     mde_v = n_need = None
-    if s.sd_diff is not None and s.n > 1:
+    if s.sd_diff is not None and s.n > 1 and s.n_clusters > 1:
         se = s.sd_diff * math.sqrt(max(s.design_effect, 1e-12) / s.n)
         mde_v = mde_at(se, alpha=alpha, power=POWER)
         if margin > 0:
@@ -125,8 +125,15 @@ def _non_inferiority(i: int, rule: Rule, m: MetricComparison, s: PairStats, c: f
                 higher_is_better=hib)
     bounds = _improvement_bounds(s, level_key(c), hib)
     if s.n < min_cases or bounds is None or imp is None:
-        reason = (f"only {s.n:,} paired cases (fewer than {min_cases}): too few to decide"
-                  if s.n < min_cases else "no paired cases")
+        if s.n < min_cases:
+            reason = f"only {s.n:,} paired cases (fewer than {min_cases}): too few to decide"
+        elif imp is None:
+            reason = "no paired cases"
+        elif s.n == 1:
+            reason = f"change {fmt(imp, True)} on one paired case: no interval; too few to decide"
+        else:
+            reason = (f"change {fmt(imp, True)}, but all {s.n:,} paired cases are in one session: "
+                      f"one independent unit gives no interval; too few to decide")
         st: Status = "inconclusive"
         return CheckResult(status=st, counts_as=_settle(st, rule), reason=reason,
                            **base)  # type: ignore[arg-type]

@@ -49,7 +49,8 @@ def power_lines(cmp: Comparison, verdict: Verdict | None) -> list[str]:
         if name in margins:
             margin, conf, need, mde = margins[name]
             alpha = 1 - conf
-            need_s = f"{need:,}" if need else "n/a (no case differed)"
+            need_s = f"{need:,}" if need else (
+                "n/a (one independent unit)" if s.n_clusters < 2 else "n/a (no case differed)")
             verdict_s = "enough" if need is not None and need <= s.n else "too few"
             lines.append(
                 f"{name}: at n={s.n:,} the smallest detectable worsening is {fmt(mde)} "
