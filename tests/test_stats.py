@@ -142,6 +142,19 @@ def test_sign_flip_monte_carlo_and_normal_agree_with_exact() -> None:
         normal.p_two_sided, abs=0.01)
 
 
+@pytest.mark.parametrize("scale", [1e-12, 1e-6, 1e6])
+def test_sign_flip_does_not_depend_on_the_metric_units(scale: float) -> None:
+    # a cost in dollars or a latency in hours: the same data in other units, the same p-values
+    rng = np.random.default_rng(4)
+    for d in (rng.normal(0.5, 1, 12), rng.normal(0.5, 1, 40)):
+        ref = sign_flip(d, seed=3)
+        scaled = sign_flip(d * scale, seed=3)
+        assert scaled.method == ref.method
+        assert scaled.p_two_sided == pytest.approx(ref.p_two_sided, rel=1e-12)
+        assert scaled.p_greater == pytest.approx(ref.p_greater, rel=1e-12)
+        assert scaled.p_less == pytest.approx(ref.p_less, rel=1e-12)
+
+
 def test_sign_flip_method_choice() -> None:
     assert sign_flip(np.zeros(50)).method == "none"
     assert sign_flip(np.ones(10)).method == "exact"
