@@ -541,6 +541,21 @@ def test_compare_runs_unknown_case_ids(tmp_path: Path) -> None:
         compare_runs(base, cand)
 
 
+def test_infinite_scores_are_refused_not_written_unreadable(tmp_path: Path) -> None:
+    # an inf score made the bounds NaN, and the comparison.json written from them could not
+    # be read back (`gate` then failed on a file `compare` had just written)
+    vals = np.r_[np.ones(9), np.inf]
+    with pytest.raises(DataError, match=r"metric 'm': baseline value inf at position 9"):
+        compare_arrays({"m": vals}, {"m": np.ones(10)})
+    es, base, cand = write_run_pair(tmp_path, base={"m": np.ones(10)}, cand={"m": np.ones(10)})
+    run = RunDir(cand)
+    table = run.scores_table()
+    value = pa.array(np.r_[np.ones(9), -np.inf])
+    run.write_scores(table.set_column(table.schema.get_field_index("value"), "value", value))
+    with pytest.raises(DataError, match=r"scores.parquet: 1 scores are infinite.*'case-0000009'"):
+        compare_runs(base, cand)
+
+
 def test_segment_keys_with_many_values_are_skipped(tmp_path: Path) -> None:
     n = 120
     es, base, cand = write_run_pair(
