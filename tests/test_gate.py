@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from synthloop.errors import ConfigError
-from synthloop.gate import Policy, Rule, check_policy, evaluate, load_policy
+from synthloop.gate import Policy, Rule, check_policy, evaluate, fmt, load_policy
 from synthloop.stats import Comparison, compare_arrays, compare_runs
 from synthloop.stats.fixtures import write_run_pair
 
@@ -166,6 +166,10 @@ def test_lower_is_better_metric_orientation() -> None:
     r = v.results[0]
     assert r.status == "fail" and r.estimate == pytest.approx(-(c - b).mean())
     assert "significant rise" in r.reason
+    # the reason speaks the metric's units: the cost rose, so the change is positive and the
+    # bound that matters is the upper one, against a margin of +0.01
+    assert f"change {fmt((c - b).mean(), True)} " in r.reason
+    assert f"upper bound {fmt(-r.lower, True)} is beyond the margin +0.01" in r.reason  # type: ignore[operator]
     # the same change on a higher-is-better metric is an improvement
     up = evaluate(_cmp(b, c, kind="continuous", metric="cost"), _rule(metric="cost", max_drop=0.01))
     assert up.status == "pass"

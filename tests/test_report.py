@@ -68,6 +68,27 @@ def test_markdown_verdict_first_and_failing_segment_named(regression: tuple[Comp
     assert "**Latency:**" in md
 
 
+def test_markdown_shows_a_lower_is_better_rise_as_a_rise() -> None:
+    # latency per case rises by about 0.05 s: the checks table must show +0.05 and the upper
+    # bound, like the metrics table below it, not the improvement (-0.05) the verdict stores
+    from synthloop.stats import compare_arrays
+
+    rng = np.random.default_rng(3)
+    b = rng.normal(1.0, 0.2, 400)
+    c = b + rng.normal(0.05, 0.05, 400)
+    seg = np.array(["a", "b"])[np.arange(400) % 2]
+    cmp = compare_arrays({"latency_s": b}, {"latency_s": c}, higher_is_better={"latency_s": False},
+                         segments={"k": seg}, seed=0)
+    verdict = evaluate(cmp, Policy(rules=[Rule(metric="latency_s", max_drop=0.01, segments=["k"])]))
+    assert verdict.status == "fail"
+    md = render_markdown(cmp, verdict)
+    overall = cmp.metrics["latency_s"].overall
+    row = next(ln for ln in md.splitlines() if ln.startswith("| ❌ | latency_s drop <= 0.01 |"))
+    assert f"| +{overall.delta:.3g} | ≤ +{overall.bounds['0.95'][1]:.3g} |" in row
+    assert re.search(r"\*\*Failing segments:\*\* `k=a` \(latency_s \+0\.0", md)
+    assert "change -0.0" not in md
+
+
 def test_markdown_escapes_table_cells() -> None:
     from synthloop.report._markdown import _cell
 

@@ -75,11 +75,22 @@ def _metric_row(m: MetricComparison) -> str:
             f"{s.n:,}{f' ({dropped:,} dropped)' if dropped else ''} |")
 
 
+def _change(r: CheckResult) -> float | None:
+    """A non-inferiority check's estimate as the metric's change (candidate − baseline): the
+    verdict stores the improvement, which is −change for a lower-is-better metric."""
+    if r.estimate is None or r.higher_is_better is not False:
+        return r.estimate
+    return -r.estimate
+
+
 def _check_row(r: CheckResult) -> str:
-    est = fmt(r.estimate, r.kind in ("non_inferiority", "segment"))
+    paired = r.kind in ("non_inferiority", "segment")
+    est = fmt(_change(r) if paired else r.estimate, paired)
     bound = "n/a"
-    if r.kind in ("non_inferiority", "segment") and r.lower is not None:
-        bound = f"≥ {fmt(r.lower, True)}"
+    if paired and r.lower is not None:
+        # the bound on the side of worsening, in the metric's direction
+        bound = (f"≤ {fmt(-r.lower, True)}" if r.higher_is_better is False
+                 else f"≥ {fmt(r.lower, True)}")
     elif r.lower is not None and r.upper is not None:
         bound = f"[{fmt(r.lower)}, {fmt(r.upper)}]"
     p = fmt_p(r.p_adjusted if r.p_adjusted is not None else r.p_value)
@@ -104,7 +115,7 @@ def render_markdown(cmp: Comparison, verdict: Verdict | None = None, *,
         if failing_segments:
             lines.append("")
             segs = ", ".join(
-                f"{_code(str(r.segment))} ({_cell(r.metric)} {fmt(r.estimate, True)}, "
+                f"{_code(str(r.segment))} ({_cell(r.metric)} {fmt(_change(r), True)}, "
                 f"adj. p {fmt_p(r.p_adjusted)})" for r in failing_segments)
             lines.append(f"**Failing segments:** {segs}")
         lines.append("")
