@@ -95,6 +95,33 @@ def test_markdown_escapes_table_cells() -> None:
     assert _cell("a|b\nc") == "a\\|b c"
 
 
+def test_markdown_shows_html_in_user_text_as_text() -> None:
+    # GitHub renders raw HTML in PR comments: a tag value holding `<img ...>` or `</details>`
+    # must not become an image or close the report's collapsed sections
+    from synthloop.stats import compare_arrays
+
+    rng = np.random.default_rng(1)
+    n = 300
+    b = (rng.random(n) < 0.7).astype(float)
+    evil = '<img src="https://example.com/t.png"></details> &amp; co'
+    seg = np.array([evil, "plain"])[np.arange(n) % 2]
+    c = np.where((seg == evil) & (rng.random(n) < 0.5), 0.0, b)
+    cmp = compare_arrays({"correct": b}, {"correct": c}, kinds={"correct": "binary"},
+                         segments={"k": seg}, seed=0)
+    cmp.notes.append(f"note about {evil}")
+    policy = Policy(rules=[Rule(metric="correct", max_drop=0.02, segments=["k"], name=f"r {evil}")])
+    md = render_markdown(cmp, evaluate(cmp, policy))
+    prose = re.sub(r"`[^`]*`", "", md)  # code spans show their content literally
+    assert "<img" not in prose and "</details> &" not in prose
+    assert prose.count("</details>") == prose.count("<details>")
+    assert '&lt;img src="https://example.com/t.png">&lt;/details> &amp;amp; co' in prose
+    assert "| r &lt;img" in prose  # the rule's name in the checks table
+    from synthloop.report._markdown import _cell
+
+    assert _cell("drop <= 0.02 (p=<1e-6 < 0.05) & more") == "drop <= 0.02 (p=<1e-6 < 0.05) & more"
+    assert f"`k={evil}`" in md  # inside a code span: verbatim
+
+
 def test_markdown_without_verdict_is_a_comparison_summary(regression: tuple[Comparison, Verdict]) -> None:
     cmp, _ = regression
     md = render_markdown(cmp)

@@ -3,6 +3,8 @@ the failing segments, power, and every metric in a collapsed table."""
 
 from __future__ import annotations
 
+import re
+
 from synthloop.gate import CheckResult, Verdict, fmt, fmt_p
 from synthloop.stats import Comparison, MetricComparison, PairStats
 
@@ -10,13 +12,26 @@ ICON = {"pass": "✅", "fail": "❌", "inconclusive": "⚠️"}
 HEADLINE = {"pass": "passed", "fail": "regression found", "inconclusive": "inconclusive (too few cases)"}
 
 
-def _cell(text: str) -> str:
-    """Text safe inside a Markdown table cell (one line, pipes escaped)."""
+_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
+_ENTITY_START = re.compile(r"&(?=#?[A-Za-z0-9]+;)")
+
+
+def _one_line(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell (one line, pipes escaped) and as Markdown prose:
+    a `<` that could open an HTML tag or comment, and an `&` that could start an entity, are
+    escaped, so a tag value or rule name holding HTML (GitHub renders raw `<img>`,
+    `<details>` in comments) shows as text; `<=` and `p <1e-6` stay as they are."""
+    text = _ENTITY_START.sub("&amp;", str(text))
+    return _one_line(_TAG_START.sub("&lt;", text))
+
+
 def _code(text: str) -> str:
-    t = _cell(text).replace("`", "'")
+    """An inline code span (its content is literal: no entities)."""
+    t = _one_line(text).replace("`", "'")
     return f"`{t}`"
 
 
