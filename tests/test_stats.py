@@ -556,6 +556,17 @@ def test_infinite_scores_are_refused_not_written_unreadable(tmp_path: Path) -> N
         compare_runs(base, cand)
 
 
+def test_compare_arrays_checks_sessions_and_segments_are_one_per_case() -> None:
+    # sessions of the wrong length were used as they came (two "sessions" for ten cases,
+    # silently wrong statistics); segments of the wrong length raised an IndexError
+    b = np.arange(10.0)
+    c = b + np.linspace(-1, 1, 10)
+    with pytest.raises(DataError, match=r"sessions: 3 values for 10 cases"):
+        compare_arrays({"m": b}, {"m": c}, sessions=["a", "a", "b"])
+    with pytest.raises(DataError, match=r"segments\['k'\]: 14 values for 10 cases"):
+        compare_arrays({"m": b}, {"m": c}, segments={"k": ["x", "y"] * 7})
+
+
 def test_segment_keys_with_many_values_are_skipped(tmp_path: Path) -> None:
     n = 120
     es, base, cand = write_run_pair(

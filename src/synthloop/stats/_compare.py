@@ -731,6 +731,11 @@ def compare_arrays(
     if not names:
         raise DataError("base and cand have no metric in common")
     n = len(next(iter(base.values())))
+    for what, seq in [*((f"segments[{k!r}]", v) for k, v in (segments or {}).items()),
+                      *([("sessions", sessions)] if sessions is not None else [])]:
+        if len(seq) != n:
+            raise DataError(f"{what}: {len(seq)} values for {n} cases",
+                            hint="give one value per case, aligned with the metric values")
     segs = [segmentation_from_values(k, v) for k, v in (segments or {}).items()]
     clusters: NDArray[np.int64] | None = None
     if sessions is not None:
