@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from synthloop.errors import ConfigError
-from synthloop.gate import Policy, Rule, check_policy, evaluate, load_policy
+from synthloop.gate import Policy, Rule, check_policy, evaluate, fmt, load_policy
 from synthloop.stats import Comparison, compare_arrays, compare_runs
 from synthloop.stats.fixtures import write_run_pair
 
@@ -124,6 +124,20 @@ def test_too_few_cases_is_inconclusive() -> None:
     assert v2.status == "fail"
 
 
+def test_one_session_holding_every_case_is_inconclusive() -> None:
+    # 200 cases, all in one session: one independent unit. The candidate looks better, but
+    # nothing shows how much the mean would vary: the gate must not pass on it.
+    rng = np.random.default_rng(5)
+    b, c = _binary(rng, 200, 0.02, 0.1)
+    cmp = compare_arrays({"correct": b}, {"correct": c}, kinds={"correct": "binary"},
+                         sessions=["s1"] * 200, seed=1)
+    assert cmp.metrics["correct"].overall.delta > 0  # type: ignore[operator]
+    v = evaluate(cmp, _rule(metric="correct", max_drop=0.02))
+    r = v.results[0]
+    assert v.status == "inconclusive" and r.status == "inconclusive"
+    assert "one session" in r.reason and r.mde is None and r.n_needed is None
+
+
 def test_underpowered_no_drop_is_inconclusive_with_the_n_needed() -> None:
     b, c = _binary(np.random.default_rng(5), 400, 0.15, 0.15)
     v = evaluate(_cmp(b, c), _rule(metric="correct", max_drop=0.02))
@@ -152,6 +166,10 @@ def test_lower_is_better_metric_orientation() -> None:
     r = v.results[0]
     assert r.status == "fail" and r.estimate == pytest.approx(-(c - b).mean())
     assert "significant rise" in r.reason
+    # the reason speaks the metric's units: the cost rose, so the change is positive and the
+    # bound that matters is the upper one, against a margin of +0.01
+    assert f"change {fmt((c - b).mean(), True)} " in r.reason
+    assert f"upper bound {fmt(-r.lower, True)} is beyond the margin +0.01" in r.reason  # type: ignore[operator]
     # the same change on a higher-is-better metric is an improvement
     up = evaluate(_cmp(b, c, kind="continuous", metric="cost"), _rule(metric="cost", max_drop=0.01))
     assert up.status == "pass"

@@ -68,10 +68,58 @@ def test_markdown_verdict_first_and_failing_segment_named(regression: tuple[Comp
     assert "**Latency:**" in md
 
 
+def test_markdown_shows_a_lower_is_better_rise_as_a_rise() -> None:
+    # latency per case rises by about 0.05 s: the checks table must show +0.05 and the upper
+    # bound, like the metrics table below it, not the improvement (-0.05) the verdict stores
+    from synthloop.stats import compare_arrays
+
+    rng = np.random.default_rng(3)
+    b = rng.normal(1.0, 0.2, 400)
+    c = b + rng.normal(0.05, 0.05, 400)
+    seg = np.array(["a", "b"])[np.arange(400) % 2]
+    cmp = compare_arrays({"latency_s": b}, {"latency_s": c}, higher_is_better={"latency_s": False},
+                         segments={"k": seg}, seed=0)
+    verdict = evaluate(cmp, Policy(rules=[Rule(metric="latency_s", max_drop=0.01, segments=["k"])]))
+    assert verdict.status == "fail"
+    md = render_markdown(cmp, verdict)
+    overall = cmp.metrics["latency_s"].overall
+    row = next(ln for ln in md.splitlines() if ln.startswith("| ❌ | latency_s drop <= 0.01 |"))
+    assert f"| +{overall.delta:.3g} | ≤ +{overall.bounds['0.95'][1]:.3g} |" in row
+    assert re.search(r"\*\*Failing segments:\*\* `k=a` \(latency_s \+0\.0", md)
+    assert "change -0.0" not in md
+
+
 def test_markdown_escapes_table_cells() -> None:
     from synthloop.report._markdown import _cell
 
     assert _cell("a|b\nc") == "a\\|b c"
+
+
+def test_markdown_shows_html_in_user_text_as_text() -> None:
+    # GitHub renders raw HTML in PR comments: a tag value holding `<img ...>` or `</details>`
+    # must not become an image or close the report's collapsed sections
+    from synthloop.stats import compare_arrays
+
+    rng = np.random.default_rng(1)
+    n = 300
+    b = (rng.random(n) < 0.7).astype(float)
+    evil = '<img src="https://example.com/t.png"></details> &amp; co'
+    seg = np.array([evil, "plain"])[np.arange(n) % 2]
+    c = np.where((seg == evil) & (rng.random(n) < 0.5), 0.0, b)
+    cmp = compare_arrays({"correct": b}, {"correct": c}, kinds={"correct": "binary"},
+                         segments={"k": seg}, seed=0)
+    cmp.notes.append(f"note about {evil}")
+    policy = Policy(rules=[Rule(metric="correct", max_drop=0.02, segments=["k"], name=f"r {evil}")])
+    md = render_markdown(cmp, evaluate(cmp, policy))
+    prose = re.sub(r"`[^`]*`", "", md)  # code spans show their content literally
+    assert "<img" not in prose and "</details> &" not in prose
+    assert prose.count("</details>") == prose.count("<details>")
+    assert '&lt;img src="https://example.com/t.png">&lt;/details> &amp;amp; co' in prose
+    assert "| r &lt;img" in prose  # the rule's name in the checks table
+    from synthloop.report._markdown import _cell
+
+    assert _cell("drop <= 0.02 (p=<1e-6 < 0.05) & more") == "drop <= 0.02 (p=<1e-6 < 0.05) & more"
+    assert f"`k={evil}`" in md  # inside a code span: verbatim
 
 
 def test_markdown_without_verdict_is_a_comparison_summary(regression: tuple[Comparison, Verdict]) -> None:

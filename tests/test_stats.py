@@ -142,6 +142,19 @@ def test_sign_flip_monte_carlo_and_normal_agree_with_exact() -> None:
         normal.p_two_sided, abs=0.01)
 
 
+@pytest.mark.parametrize("scale", [1e-12, 1e-6, 1e6])
+def test_sign_flip_does_not_depend_on_the_metric_units(scale: float) -> None:
+    # a cost in dollars or a latency in hours: the same data in other units, the same p-values
+    rng = np.random.default_rng(4)
+    for d in (rng.normal(0.5, 1, 12), rng.normal(0.5, 1, 40)):
+        ref = sign_flip(d, seed=3)
+        scaled = sign_flip(d * scale, seed=3)
+        assert scaled.method == ref.method
+        assert scaled.p_two_sided == pytest.approx(ref.p_two_sided, rel=1e-12)
+        assert scaled.p_greater == pytest.approx(ref.p_greater, rel=1e-12)
+        assert scaled.p_less == pytest.approx(ref.p_less, rel=1e-12)
+
+
 def test_sign_flip_method_choice() -> None:
     assert sign_flip(np.zeros(50)).method == "none"
     assert sign_flip(np.ones(10)).method == "exact"
@@ -343,6 +356,23 @@ def test_clustered_stats_use_sessions_as_units() -> None:
     assert again.delta == pytest.approx(cl.delta) and again.se == pytest.approx(cl.se)
 
 
+def test_one_session_or_one_case_gives_no_interval() -> None:
+    # Every case in one session is one independent unit: resampling it always gives the same
+    # mean, which is no evidence of precision; no interval, MDE or n needed is reported.
+    rng = np.random.default_rng(3)
+    b = (rng.random(200) < 0.7).astype(float)
+    c = np.where(rng.random(200) < 0.15, 1 - b, b)
+    one = pair_stats(b, c, clusters=np.zeros(200, dtype=np.int64), binary=True)
+    assert one.n == 200 and one.n_clusters == 1
+    assert one.ci is None and one.bounds == {} and one.ci_method == "none" and one.se is None
+    assert one.mde is None and set(one.n_needed.values()) == {None}
+    assert one.design_effect == 1.0
+    single = pair_stats(np.array([0.2]), np.array([0.7]))
+    assert single.ci is None and single.bounds == {} and single.mde is None
+    two = pair_stats(b, c, clusters=np.repeat([0, 1], 100), binary=True)
+    assert two.ci is not None and two.bounds and two.mde is not None
+
+
 def test_compare_metric_segments_equal_direct_subset_stats() -> None:
     rng = np.random.default_rng(3)
     b, c = _binary_pairs(rng, 1500, 0.15, 0.15)
@@ -509,6 +539,32 @@ def test_compare_runs_unknown_case_ids(tmp_path: Path) -> None:
                      scores={"m": np.ones(10)})
     with pytest.raises(DataError, match="not in the evalset.*'other'"):
         compare_runs(base, cand)
+
+
+def test_infinite_scores_are_refused_not_written_unreadable(tmp_path: Path) -> None:
+    # an inf score made the bounds NaN, and the comparison.json written from them could not
+    # be read back (`gate` then failed on a file `compare` had just written)
+    vals = np.r_[np.ones(9), np.inf]
+    with pytest.raises(DataError, match=r"metric 'm': baseline value inf at position 9"):
+        compare_arrays({"m": vals}, {"m": np.ones(10)})
+    es, base, cand = write_run_pair(tmp_path, base={"m": np.ones(10)}, cand={"m": np.ones(10)})
+    run = RunDir(cand)
+    table = run.scores_table()
+    value = pa.array(np.r_[np.ones(9), -np.inf])
+    run.write_scores(table.set_column(table.schema.get_field_index("value"), "value", value))
+    with pytest.raises(DataError, match=r"scores.parquet: 1 scores are infinite.*'case-0000009'"):
+        compare_runs(base, cand)
+
+
+def test_compare_arrays_checks_sessions_and_segments_are_one_per_case() -> None:
+    # sessions of the wrong length were used as they came (two "sessions" for ten cases,
+    # silently wrong statistics); segments of the wrong length raised an IndexError
+    b = np.arange(10.0)
+    c = b + np.linspace(-1, 1, 10)
+    with pytest.raises(DataError, match=r"sessions: 3 values for 10 cases"):
+        compare_arrays({"m": b}, {"m": c}, sessions=["a", "a", "b"])
+    with pytest.raises(DataError, match=r"segments\['k'\]: 14 values for 10 cases"):
+        compare_arrays({"m": b}, {"m": c}, segments={"k": ["x", "y"] * 7})
 
 
 def test_segment_keys_with_many_values_are_skipped(tmp_path: Path) -> None:

@@ -100,6 +100,16 @@ def _improvement_bounds(s: PairStats, key: str, hib: bool) -> tuple[float, float
     return (lo, hi) if hib else (-hi, -lo)
 
 
+def _in_metric_units(imp: float, lower: float | None, margin: float, hib: bool
+                     ) -> tuple[str, str, str]:
+    """(change, bound, margin) for a reason line, in the metric's own direction: a rise of a
+    lower-is-better metric reads `change +0.05`, `upper bound +0.07`, `margin +0.02`."""
+    if hib:
+        return fmt(imp, True), f"lower bound {fmt(lower, True)}", f"−{fmt(margin)}"
+    return (fmt(-imp, True), f"upper bound {fmt(None if lower is None else -lower, True)}",
+            f"+{fmt(margin)}")
+
+
 def _settle(status: Status, rule: Rule) -> Status:
     if status == "inconclusive" and rule.when_inconclusive != "inconclusive":
         return rule.when_inconclusive
@@ -114,7 +124,7 @@ def _non_inferiority(i: int, rule: Rule, m: MetricComparison, s: PairStats, c: f
     name = rule.label()
     imp = None if s.delta is None else (s.delta if hib else -s.delta)
     mde_v = n_need = None
-    if s.sd_diff is not None and s.n > 1:
+    if s.sd_diff is not None and s.n > 1 and s.n_clusters > 1:
         se = s.sd_diff * math.sqrt(max(s.design_effect, 1e-12) / s.n)
         mde_v = mde_at(se, alpha=alpha, power=POWER)
         if margin > 0:
@@ -125,28 +135,36 @@ def _non_inferiority(i: int, rule: Rule, m: MetricComparison, s: PairStats, c: f
                 higher_is_better=hib)
     bounds = _improvement_bounds(s, level_key(c), hib)
     if s.n < min_cases or bounds is None or imp is None:
-        reason = (f"only {s.n:,} paired cases (fewer than {min_cases}): too few to decide"
-                  if s.n < min_cases else "no paired cases")
+        if s.n < min_cases:
+            reason = f"only {s.n:,} paired cases (fewer than {min_cases}): too few to decide"
+        elif imp is None:
+            reason = "no paired cases"
+        elif s.n == 1:
+            reason = (f"change {_in_metric_units(imp, None, margin, hib)[0]} on one paired case: "
+                      f"no interval; too few to decide")
+        else:
+            reason = (f"change {_in_metric_units(imp, None, margin, hib)[0]}, but all {s.n:,} "
+                      f"paired cases are in one session: one independent unit gives no "
+                      f"interval; too few to decide")
         st: Status = "inconclusive"
         return CheckResult(status=st, counts_as=_settle(st, rule), reason=reason,
                            **base)  # type: ignore[arg-type]
     lower, upper = bounds
     worse = "drop" if hib else "rise"
     pct = f"{c:.3g}"
+    change, bound, limit = _in_metric_units(imp, lower, margin, hib)
     if lower >= -margin:
         st = "pass"
-        reason = (f"change {fmt(imp, True)}; one-sided {pct} lower bound {fmt(lower, True)} "
-                  f"is within the margin −{fmt(margin)}")
+        reason = f"change {change}; one-sided {pct} {bound} is within the margin {limit}"
     elif s.p_worse is not None and s.p_worse < alpha:
         st = "fail"
-        reason = (f"significant {worse}: change {fmt(imp, True)} (p={fmt_p(s.p_worse)} < "
-                  f"{fmt(alpha)}), lower bound {fmt(lower, True)} is beyond the margin "
-                  f"−{fmt(margin)}")
+        reason = (f"significant {worse}: change {change} (p={fmt_p(s.p_worse)} < "
+                  f"{fmt(alpha)}), {bound} is beyond the margin {limit}")
     else:
         st = "inconclusive"
         need = f"; about {n_need:,} paired cases needed for this margin" if n_need else ""
-        reason = (f"no significant {worse} (change {fmt(imp, True)}, p={fmt_p(s.p_worse)}), "
-                  f"but the lower bound {fmt(lower, True)} is beyond the margin −{fmt(margin)}: "
+        reason = (f"no significant {worse} (change {change}, p={fmt_p(s.p_worse)}), "
+                  f"but the {bound} is beyond the margin {limit}: "
                   f"too few cases to show non-inferiority (MDE {fmt(mde_v)} at n={s.n:,}{need})")
     return CheckResult(status=st, counts_as=_settle(st, rule), reason=reason, lower=lower,
                        upper=upper, **base)  # type: ignore[arg-type]
@@ -183,9 +201,10 @@ def _segments(i: int, rule: Rule, m: MetricComparison, c: float, policy: Policy
         if pa < alpha and lower < -margin:
             seg = f"{key}={value}"
             failing.append(seg)
-            reason = (f"segment {seg}: change {fmt(imp, True)} on {s.n:,} cases, "
-                      f"{method}-adjusted p={fmt_p(float(pa))} < {fmt(alpha)}, lower bound "
-                      f"{fmt(lower, True)} beyond −{fmt(margin)}")
+            change, bound, limit = _in_metric_units(imp, lower, margin, hib)
+            reason = (f"segment {seg}: change {change} on {s.n:,} cases, "
+                      f"{method}-adjusted p={fmt_p(float(pa))} < {fmt(alpha)}, {bound} "
+                      f"beyond {limit}")
             out.append(CheckResult(
                 name=f"{rule.label()} [{seg}]", rule=i, kind="segment", metric=m.name,
                 segment=seg, status="fail", counts_as="fail", reason=reason, estimate=imp,

@@ -40,7 +40,9 @@ class CheckResult(_Model):
     reason: str
     """one line saying why, with the numbers"""
     estimate: float | None = None
-    """delta (non-inferiority), candidate mean (floor/ceiling) or ratio (latency)"""
+    """the improvement (delta oriented so that + is better: −delta for a lower-is-better
+    metric) for non-inferiority and segment checks, candidate mean (floor/ceiling) or ratio
+    (latency)"""
     lower: float | None = None
     """one-sided lower bound of the estimate at `confidence`"""
     upper: float | None = None

@@ -3,6 +3,8 @@ the failing segments, power, and every metric in a collapsed table."""
 
 from __future__ import annotations
 
+import re
+
 from synthloop.gate import CheckResult, Verdict, fmt, fmt_p
 from synthloop.stats import Comparison, MetricComparison, PairStats
 
@@ -10,13 +12,26 @@ ICON = {"pass": "✅", "fail": "❌", "inconclusive": "⚠️"}
 HEADLINE = {"pass": "passed", "fail": "regression found", "inconclusive": "inconclusive (too few cases)"}
 
 
-def _cell(text: str) -> str:
-    """Text safe inside a Markdown table cell (one line, pipes escaped)."""
+_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
+_ENTITY_START = re.compile(r"&(?=#?[A-Za-z0-9]+;)")
+
+
+def _one_line(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell (one line, pipes escaped) and as Markdown prose:
+    a `<` that could open an HTML tag or comment, and an `&` that could start an entity, are
+    escaped, so a tag value or rule name holding HTML (GitHub renders raw `<img>`,
+    `<details>` in comments) shows as text; `<=` and `p <1e-6` stay as they are."""
+    text = _ENTITY_START.sub("&amp;", str(text))
+    return _one_line(_TAG_START.sub("&lt;", text))
+
+
 def _code(text: str) -> str:
-    t = _cell(text).replace("`", "'")
+    """An inline code span (its content is literal: no entities)."""
+    t = _one_line(text).replace("`", "'")
     return f"`{t}`"
 
 
@@ -49,7 +64,8 @@ def power_lines(cmp: Comparison, verdict: Verdict | None) -> list[str]:
         if name in margins:
             margin, conf, need, mde = margins[name]
             alpha = 1 - conf
-            need_s = f"{need:,}" if need else "n/a (no case differed)"
+            need_s = f"{need:,}" if need else (
+                "n/a (one independent unit)" if s.n_clusters < 2 else "n/a (no case differed)")
             verdict_s = "enough" if need is not None and need <= s.n else "too few"
             lines.append(
                 f"{name}: at n={s.n:,} the smallest detectable worsening is {fmt(mde)} "
@@ -74,11 +90,22 @@ def _metric_row(m: MetricComparison) -> str:
             f"{s.n:,}{f' ({dropped:,} dropped)' if dropped else ''} |")
 
 
+def _change(r: CheckResult) -> float | None:
+    """A non-inferiority check's estimate as the metric's change (candidate − baseline): the
+    verdict stores the improvement, which is −change for a lower-is-better metric."""
+    if r.estimate is None or r.higher_is_better is not False:
+        return r.estimate
+    return -r.estimate
+
+
 def _check_row(r: CheckResult) -> str:
-    est = fmt(r.estimate, r.kind in ("non_inferiority", "segment"))
+    paired = r.kind in ("non_inferiority", "segment")
+    est = fmt(_change(r) if paired else r.estimate, paired)
     bound = "n/a"
-    if r.kind in ("non_inferiority", "segment") and r.lower is not None:
-        bound = f"≥ {fmt(r.lower, True)}"
+    if paired and r.lower is not None:
+        # the bound on the side of worsening, in the metric's direction
+        bound = (f"≤ {fmt(-r.lower, True)}" if r.higher_is_better is False
+                 else f"≥ {fmt(r.lower, True)}")
     elif r.lower is not None and r.upper is not None:
         bound = f"[{fmt(r.lower)}, {fmt(r.upper)}]"
     p = fmt_p(r.p_adjusted if r.p_adjusted is not None else r.p_value)
@@ -103,7 +130,7 @@ def render_markdown(cmp: Comparison, verdict: Verdict | None = None, *,
         if failing_segments:
             lines.append("")
             segs = ", ".join(
-                f"{_code(str(r.segment))} ({_cell(r.metric)} {fmt(r.estimate, True)}, "
+                f"{_code(str(r.segment))} ({_cell(r.metric)} {fmt(_change(r), True)}, "
                 f"adj. p {fmt_p(r.p_adjusted)})" for r in failing_segments)
             lines.append(f"**Failing segments:** {segs}")
         lines.append("")

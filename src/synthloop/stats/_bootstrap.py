@@ -178,23 +178,23 @@ def paired_interval(sums: FloatArray, sizes: FloatArray, *, confidence: float, n
 
     Automatic choice: `index` for at most 64 units; `counts` when the units have fewer than
     a quarter as many distinct (m, D) types as units (`types` may pass them precomputed);
-    else `index` up to `BOOT_MAX_UNITS` units; else `normal`.
+    else `index` up to `BOOT_MAX_UNITS` units; else `normal`. Fewer than two units: no
+    interval (`none`), as one unit says nothing about the spread.
     """
     g = sums.size
-    if g == 0:
+    if g < 2:
+        # one independent unit (one case, or every case in one session): resampling it gives
+        # the same value every time, which is no evidence of precision; no interval
         return Interval("none", {}, (float("nan"), float("nan")), float("nan"))
     est = float(sums.sum() / sizes.sum())
     if method is None:
-        if g == 1:
-            method = "normal"
-        else:
-            if g > 64:
-                if types is None:
-                    types = unit_types(sums, sizes)
-                if types is not None and types[0].size * 4 < g:
-                    dist = bootstrap_counts(*types, n_boot=n_boot, seed=seed)
-                    return percentile_interval(dist, confidence, "bootstrap_counts")
-            method = "bootstrap_index" if g <= BOOT_MAX_UNITS else "normal"
+        if g > 64:
+            if types is None:
+                types = unit_types(sums, sizes)
+            if types is not None and types[0].size * 4 < g:
+                dist = bootstrap_counts(*types, n_boot=n_boot, seed=seed)
+                return percentile_interval(dist, confidence, "bootstrap_counts")
+        method = "bootstrap_index" if g <= BOOT_MAX_UNITS else "normal"
     if method == "bootstrap_counts":
         if types is None:
             types = unit_types(sums, sizes)

@@ -460,6 +460,15 @@ def compare_runs(
     c_scores = _read_scores(crun)
     all_values = {label: _floats(t.column("value"))
                   for label, t in (("baseline", b_scores), ("candidate", c_scores))}
+    for vals, table, run in zip(all_values.values(), (b_scores, c_scores), (brun, crun),
+                                strict=True):
+        bad = np.flatnonzero(np.isinf(vals))
+        if bad.size:
+            row = table.slice(int(bad[0]), 1).to_pylist()[0]
+            raise DataError(f"{run.scores_path}: {bad.size:,} scores are infinite (e.g. metric "
+                            f"{row['metric']!r} on case {row['case_id']!r})",
+                            hint="scores must be finite numbers or null (scorer failed); "
+                                 f"re-run `synthloop score {run.path}`")
     b_codes, b_names = _dictionary_codes(b_scores.column("metric"))
     c_codes, c_names = _dictionary_codes(c_scores.column("metric"))
     notes: list[str] = []
@@ -722,6 +731,11 @@ def compare_arrays(
     if not names:
         raise DataError("base and cand have no metric in common")
     n = len(next(iter(base.values())))
+    for what, seq in [*((f"segments[{k!r}]", v) for k, v in (segments or {}).items()),
+                      *([("sessions", sessions)] if sessions is not None else [])]:
+        if len(seq) != n:
+            raise DataError(f"{what}: {len(seq)} values for {n} cases",
+                            hint="give one value per case, aligned with the metric values")
     segs = [segmentation_from_values(k, v) for k, v in (segments or {}).items()]
     clusters: NDArray[np.int64] | None = None
     if sessions is not None:
@@ -738,6 +752,12 @@ def compare_arrays(
         if bv.size != n or cv.size != n:
             raise DataError(f"metric {m!r}: {bv.size} baseline and {cv.size} candidate values "
                             f"for {n} cases")
+        for label, v in (("baseline", bv), ("candidate", cv)):
+            bad = np.flatnonzero(np.isinf(v))
+            if bad.size:
+                raise DataError(f"metric {m!r}: {label} value {v[bad[0]]} at position "
+                                f"{int(bad[0])} is not finite",
+                                hint="use NaN for a case without a value")
         results[m] = compare_metric(
             m, (kinds or {}).get(m, "continuous"), bv, cv, clusters=clusters,
             segmentations=segs, higher_is_better=(higher_is_better or {}).get(m, True),

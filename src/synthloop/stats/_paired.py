@@ -120,7 +120,9 @@ def pair_stats(
     g = int(sums.size)
     se_iid = sd_diff / math.sqrt(n) if n > 1 else 0.0
     se_an = cluster_se(sums, sizes, single=False) if clustered else se_iid
-    deff = (se_an / se_iid) ** 2 if clustered and se_iid > 0 else 1.0
+    # one independent unit (a single case or a single session): no spread to estimate
+    one_unit = g < 2
+    deff = (se_an / se_iid) ** 2 if clustered and se_iid > 0 and not one_unit else 1.0
 
     p_exact: float | None = None
     odds: float | None = None
@@ -149,7 +151,7 @@ def pair_stats(
 
     n_need: dict[str, int | None] = {}
     for drop in PLANNING_DROPS:
-        n_need[f"{drop:g}"] = n_needed(sd_diff, drop, design_effect=deff)
+        n_need[f"{drop:g}"] = None if one_unit else n_needed(sd_diff, drop, design_effect=deff)
     bounds = {k: (float(lo), float(hi)) for k, (lo, hi) in interval.bounds.items()}
     ci = interval.ci if all(math.isfinite(x) for x in interval.ci) else None
     return PairStats(
@@ -174,7 +176,7 @@ def pair_stats(
         counts=counts,
         effect_size=_f(delta / sd_diff) if sd_diff > 0 else None,
         odds_ratio=_f(odds),
-        mde=_f(mde(se_an)),
+        mde=None if one_unit else _f(mde(se_an)),
         n_needed=n_need,
     )
 

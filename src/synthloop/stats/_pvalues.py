@@ -176,8 +176,9 @@ def sign_flip(
         z = s / math.sqrt(ss)
         return TestResult(min(1.0, 2.0 * norm_cdf(-abs(z))), norm_cdf(z), norm_cdf(-z), "normal")
     d = d[d != 0]
-    # a tolerance for float noise when comparing resampled sums with the observed one
-    tol = 1e-9 * max(1.0, float(np.abs(d).sum()))
+    # a tolerance for float noise when comparing resampled sums with the observed one,
+    # relative to the data's scale (an absolute floor would swamp metrics in small units)
+    tol = 1e-9 * float(np.abs(d).sum())
     if method == "exact":
         if k > 24:
             raise ValueError("exact sign-flip enumeration is limited to 24 units")
