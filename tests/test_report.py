@@ -87,6 +87,11 @@ def test_markdown_shows_a_lower_is_better_rise_as_a_rise() -> None:
     assert f"| +{overall.delta:.3g} | ≤ +{overall.bounds['0.95'][1]:.3g} |" in row
     assert re.search(r"\*\*Failing segments:\*\* `k=a` \(latency_s \+0\.0", md)
     assert "change -0.0" not in md
+    # JUnit carries the verdict's raw fields (improvement units) and says so
+    failure = ET.fromstring(render_junit(verdict, cmp)).find(".//testcase/failure")
+    assert failure is not None and failure.text is not None
+    assert "minus the change" in failure.text
+    assert f"estimate: {-overall.delta}" in failure.text
 
 
 def test_markdown_escapes_table_cells() -> None:

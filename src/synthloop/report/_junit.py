@@ -41,6 +41,10 @@ def render_junit(verdict: Verdict, cmp: Comparison | None = None) -> str:
         classname = f"synthloop.gate.{r.metric}"
         case = ET.SubElement(suite, "testcase", classname=_x(classname), name=_x(r.name), time="0")
         details = [r.reason]
+        if r.kind in ("non_inferiority", "segment") and r.higher_is_better is False:
+            # the fields below are the verdict's: the improvement, + = better
+            details.append("(lower is better: estimate, lower, upper and threshold are the "
+                           "improvement, i.e. minus the change)")
         for label, value in (("estimate", r.estimate), ("lower", r.lower), ("upper", r.upper),
                              ("threshold", r.threshold), ("p", r.p_value),
                              ("p_adjusted", r.p_adjusted), ("n", r.n), ("mde", r.mde),
