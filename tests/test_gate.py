@@ -339,3 +339,12 @@ def test_example_policies_in_configs_load(repo_root: Path) -> None:
     assert {f.name for f in files} >= {"policy.yaml", "policy-release.yaml"}
     for f in files:
         assert load_policy(f).rules
+
+
+def test_reason_numbers_read_well_at_any_scale() -> None:
+    from synthloop.gate._evaluate import fmt
+
+    assert fmt(999.96) == "1,000"  # not "1e3"
+    assert fmt(-1234.5, True) == "-1,234"
+    assert fmt(1e20) == "1e+20"  # not 21 digits with commas
+    assert fmt(0.000123) == "0.000123" and fmt(None) == "n/a"
