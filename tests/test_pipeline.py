@@ -294,3 +294,16 @@ def test_check_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _write(tmp_path / "scorers.yaml", {"scorers": [{"name": "correct", "kind": "regex"}]})
     assert main(["run", str(cfg), "--check"]) == 2
     assert "pattern" in capsys.readouterr().err
+
+
+def test_inline_target_errors_name_the_pipeline_file_and_the_target(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = make_project(tmp_path, targets={
+        "baseline": "targets/base.yaml",
+        "candidates": [{"kind": "openai", "name": "c", "base_url": "http://127.0.0.1:9/v1",
+                        "model": "m", "temprature": 0}]})
+    assert main(["run", str(cfg), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert f"{cfg}: targets.candidates[0]: temprature: unknown key" in err
+    assert "<dict>" not in err
+    assert not (tmp_path / "work").exists()

@@ -46,6 +46,7 @@ from synthloop.errors import (
     EXIT_REGRESSION,
     ConfigError,
     DataError,
+    SynthloopError,
 )
 from synthloop.scorers.feedback import METRIC as FEEDBACK_METRIC
 from synthloop.scorers.feedback import FeedbackTrainConfig
@@ -382,9 +383,21 @@ def _load_target(ctx: _Ctx, spec: str | dict[str, Any], where: str) -> tuple[Any
         target = load_target(path)
         label = getattr(target, "name", None) or path.stem
     else:
-        target = load_target(spec)
+        try:
+            target = load_target(spec)
+        except SynthloopError as e:  # name the pipeline file and the target, not "<dict>"
+            _relabel(e, "<dict>", f"{ctx.path}: {where}")
+            raise
         label = getattr(target, "name", None) or spec.get("name") or spec.get("kind", "target")
     return target, str(label)
+
+
+def _relabel(error: SynthloopError, old: str, new: str) -> None:
+    error.message = error.message.replace(old, new)
+    error.args = (error.message, *error.args[1:])
+    problems = getattr(error, "problems", None)
+    if problems:
+        error.problems = [p.replace(old, new) for p in problems]  # type: ignore[attr-defined]
 
 
 def _cache_path(ctx: _Ctx) -> Path | None:
