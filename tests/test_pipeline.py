@@ -204,6 +204,10 @@ def test_inconclusive_with_too_few_cases(tmp_path: Path) -> None:
         "min_cases": 100000, "rules": [{"metric": "correct", "max_drop": 0.05}]})
     result = run_pipeline(cfg, progress=False)
     assert result.exit_code == 3 and result.verdict == "INCONCLUSIVE"
+    # the summary says which check could not be decided, and why
+    summary = "\n".join(result.summary_lines())
+    assert "inconclusive (1):" in summary
+    assert "- correct drop <= 0.05: only 202 paired cases (fewer than 100000)" in summary
 
 
 def test_reuses_an_existing_evalset_by_ref(tmp_path: Path) -> None:
