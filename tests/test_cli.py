@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from synthloop.stats.fixtures import write_run_pair
 
@@ -47,3 +48,24 @@ def test_gate_keeps_its_exit_code_and_reports_when_stdout_is_closed(tmp_path: Pa
     assert "Traceback" not in proc.stderr, proc.stderr
     assert proc.returncode == 1
     assert (tmp_path / "junit.xml").is_file() and (cmp / "verdict.json").is_file()
+
+
+def test_generate_help_says_what_n_and_dry_run_do(capsys: pytest.CaptureFixture[str]) -> None:
+    from synthloop.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "llm: number of sessions" in text and "sdv: number of interactions" in text
+    assert "call nothing, write nothing" in text and "(default: the spec's `name`" in text
+
+
+def test_n_on_a_rules_spec_names_both_kinds_it_applies_to(
+        tmp_path: Path, repo_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from synthloop.cli import main
+
+    code = main(["generate", str(repo_root / "generators" / "support_assistant.yaml"),
+                 "--out", str(tmp_path / "e" / "v1"), "-n", "5"])
+    err = capsys.readouterr().err
+    assert code == 2 and "-n applies to llm and sdv specs" in err
+    assert not (tmp_path / "e").exists()
