@@ -69,3 +69,18 @@ def test_n_on_a_rules_spec_names_both_kinds_it_applies_to(
     err = capsys.readouterr().err
     assert code == 2 and "-n applies to llm and sdv specs" in err
     assert not (tmp_path / "e").exists()
+
+
+def test_schema_takes_model_names_as_the_readme_spells_them(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from synthloop.cli import main
+
+    for name, title in (("Interaction", "Interaction"), ("EvalCase", "EvalCase"),
+                        ("EvalsetManifest", "EvalsetManifest"), ("run-manifest", "RunManifest")):
+        assert main(["schema", name]) == 0
+        assert json.loads(capsys.readouterr().out)["title"] == title
+    with pytest.raises(SystemExit) as e:
+        main(["schema", "nope"])
+    assert e.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
