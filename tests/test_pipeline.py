@@ -280,6 +280,7 @@ def test_cli_run_prints_summary_and_exits_with_the_gate(
 @pytest.mark.parametrize("name", ["quickstart.yaml", "ci.yaml"])
 def test_example_configs_validate(name: str, monkeypatch: pytest.MonkeyPatch,
                                   tmp_path: Path) -> None:
+    monkeypatch.setenv("BASELINE_URL", "http://127.0.0.1:9/v1")
     monkeypatch.setenv("CANDIDATE_URL", "http://127.0.0.1:9/v1")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
     lines = check_pipeline(REPO / "configs" / name, workdir=tmp_path / "w")
@@ -311,3 +312,16 @@ def test_inline_target_errors_name_the_pipeline_file_and_the_target(
     assert f"{cfg}: targets.candidates[0]: temprature: unknown key" in err
     assert "<dict>" not in err
     assert not (tmp_path / "work").exists()
+
+
+def test_ci_config_endpoints_come_from_the_ci_job() -> None:
+    # A CI runner has no model server on localhost: the README's CI recipe sets BASELINE_URL
+    # and CANDIDATE_URL, so every endpoint of configs/ci.yaml must come from them.
+    cfg = yaml.safe_load((REPO / "configs" / "ci.yaml").read_text())
+    targets = [cfg["targets"]["baseline"], *cfg["targets"]["candidates"]]
+    for t in targets:
+        if isinstance(t, str):
+            t = yaml.safe_load((REPO / "configs" / t).read_text())
+        assert t["base_url"] in ("${BASELINE_URL}", "${CANDIDATE_URL}"), t
+    readme = (REPO / "README.md").read_text()
+    assert "BASELINE_URL:" in readme and "CANDIDATE_URL:" in readme
