@@ -49,3 +49,31 @@ def test_shipped_evalset_is_what_its_command_generates(tmp_path: Path) -> None:
                     GenerateOptions(seed=7, sessions=1000))
     assert made is not None
     assert made.content_hash == shipped.content_hash
+
+
+def _doc_commands() -> list[tuple[str, str]]:
+    """(file, command) for every `synthloop ...` line of README.md and docs/*.md,
+    with backslash continuations joined."""
+    out = []
+    for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        text = re.sub(r"\\\n\s*", " ", path.read_text())
+        for line in text.splitlines():
+            m = re.search(r"(?:^|\$ |^\s+)(synthloop \S.*)", line)
+            if m:
+                out.append((path.name, m.group(1)))
+    return out
+
+
+def test_documented_writes_do_not_target_shipped_evalset_versions() -> None:
+    # An evalset version is never overwritten: a documented `generate`/`import --out` into a
+    # version folder that ships with the repository fails (exit 2) on a fresh clone.
+    commands = _doc_commands()
+    assert any(cmd.startswith("synthloop generate") for _, cmd in commands)
+    clashes = []
+    for name, cmd in commands:
+        if not re.match(r"synthloop (generate|evalset import)\b", cmd):
+            continue
+        m = re.search(r"--out\s+(\S+)", cmd)
+        if m and (REPO / m.group(1)).is_dir() and any((REPO / m.group(1)).iterdir()):
+            clashes.append(f"{name}: {cmd}")
+    assert not clashes, "documented commands write into shipped evalset versions:\n" + "\n".join(clashes)

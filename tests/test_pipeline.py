@@ -204,6 +204,10 @@ def test_inconclusive_with_too_few_cases(tmp_path: Path) -> None:
         "min_cases": 100000, "rules": [{"metric": "correct", "max_drop": 0.05}]})
     result = run_pipeline(cfg, progress=False)
     assert result.exit_code == 3 and result.verdict == "INCONCLUSIVE"
+    # the summary says which check could not be decided, and why
+    summary = "\n".join(result.summary_lines())
+    assert "inconclusive (1):" in summary
+    assert "- correct drop <= 0.05: only 202 paired cases (fewer than 100000)" in summary
 
 
 def test_reuses_an_existing_evalset_by_ref(tmp_path: Path) -> None:
@@ -276,6 +280,7 @@ def test_cli_run_prints_summary_and_exits_with_the_gate(
 @pytest.mark.parametrize("name", ["quickstart.yaml", "ci.yaml"])
 def test_example_configs_validate(name: str, monkeypatch: pytest.MonkeyPatch,
                                   tmp_path: Path) -> None:
+    monkeypatch.setenv("BASELINE_URL", "http://127.0.0.1:9/v1")
     monkeypatch.setenv("CANDIDATE_URL", "http://127.0.0.1:9/v1")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
     lines = check_pipeline(REPO / "configs" / name, workdir=tmp_path / "w")
@@ -294,3 +299,29 @@ def test_check_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _write(tmp_path / "scorers.yaml", {"scorers": [{"name": "correct", "kind": "regex"}]})
     assert main(["run", str(cfg), "--check"]) == 2
     assert "pattern" in capsys.readouterr().err
+
+
+def test_inline_target_errors_name_the_pipeline_file_and_the_target(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = make_project(tmp_path, targets={
+        "baseline": "targets/base.yaml",
+        "candidates": [{"kind": "openai", "name": "c", "base_url": "http://127.0.0.1:9/v1",
+                        "model": "m", "temprature": 0}]})
+    assert main(["run", str(cfg), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert f"{cfg}: targets.candidates[0]: temprature: unknown key" in err
+    assert "<dict>" not in err
+    assert not (tmp_path / "work").exists()
+
+
+def test_ci_config_endpoints_come_from_the_ci_job() -> None:
+    # A CI runner has no model server on localhost: the README's CI recipe sets BASELINE_URL
+    # and CANDIDATE_URL, so every endpoint of configs/ci.yaml must come from them.
+    cfg = yaml.safe_load((REPO / "configs" / "ci.yaml").read_text())
+    targets = [cfg["targets"]["baseline"], *cfg["targets"]["candidates"]]
+    for t in targets:
+        if isinstance(t, str):
+            t = yaml.safe_load((REPO / "configs" / t).read_text())
+        assert t["base_url"] in ("${BASELINE_URL}", "${CANDIDATE_URL}"), t
+    readme = (REPO / "README.md").read_text()
+    assert "BASELINE_URL:" in readme and "CANDIDATE_URL:" in readme

@@ -46,6 +46,7 @@ from synthloop.errors import (
     EXIT_REGRESSION,
     ConfigError,
     DataError,
+    SynthloopError,
 )
 from synthloop.scorers.feedback import METRIC as FEEDBACK_METRIC
 from synthloop.scorers.feedback import FeedbackTrainConfig
@@ -189,6 +190,8 @@ class CandidateResult:
     reports: dict[str, Path] = field(default_factory=dict)
     headline: list[str] = field(default_factory=list)
     """Overall per-metric deltas, one line each, for the summary."""
+    inconclusive: list[str] = field(default_factory=list)
+    """The checks that could not be decided, `name: reason` each, for the summary."""
 
 
 @dataclass
@@ -223,7 +226,7 @@ class PipelineResult:
                 EXIT_INCONCLUSIVE: "INCONCLUSIVE"}.get(self.exit_code, "ERROR")
 
     def summary_lines(self) -> list[str]:
-        """The end-of-run summary: verdict, regressions found, report paths."""
+        """The end-of-run summary: verdict, regressions found, undecided checks, report paths."""
         reused = sum(1 for s in self.stages if s.status == "reused")
         lines = [f"{self.name}: {self.verdict} (exit {self.exit_code})  "
                  f"evalset {self.cases:,} cases  {len(self.stages)} stages "
@@ -235,6 +238,9 @@ class PipelineResult:
                 lines.append(f"    regressions ({len(c.regressions)}):")
                 for r in c.regressions:
                     lines.append(f"      - {r.message}")
+            if c.inconclusive:
+                lines.append(f"    inconclusive ({len(c.inconclusive)}):")
+                lines.extend(f"      - {text}" for text in c.inconclusive)
             for kind, path in c.reports.items():
                 lines.append(f"    {kind + ' report':<16} {path}")
         return lines
@@ -382,9 +388,21 @@ def _load_target(ctx: _Ctx, spec: str | dict[str, Any], where: str) -> tuple[Any
         target = load_target(path)
         label = getattr(target, "name", None) or path.stem
     else:
-        target = load_target(spec)
+        try:
+            target = load_target(spec)
+        except SynthloopError as e:  # name the pipeline file and the target, not "<dict>"
+            _relabel(e, "<dict>", f"{ctx.path}: {where}")
+            raise
         label = getattr(target, "name", None) or spec.get("name") or spec.get("kind", "target")
     return target, str(label)
+
+
+def _relabel(error: SynthloopError, old: str, new: str) -> None:
+    error.message = error.message.replace(old, new)
+    error.args = (error.message, *error.args[1:])
+    problems = getattr(error, "problems", None)
+    if problems:
+        error.problems = [p.replace(old, new) for p in problems]  # type: ignore[attr-defined]
 
 
 def _cache_path(ctx: _Ctx) -> Path | None:
@@ -744,7 +762,9 @@ def run_pipeline(
             label=label, target=label, run=run_path, comparison=cmp_dir,
             exit_code=verdict.exit_code, verdict=verdict.status,
             regressions=_regressions(verdict, comparison), reports=reports,
-            headline=_headline(comparison)))
+            headline=_headline(comparison),
+            inconclusive=[f"{r.name}: {r.reason}" for r in verdict.results
+                          if r.counts_as == "inconclusive"]))
 
     return PipelineResult(
         name=name, config_path=ctx.path, workdir=wd, evalset=evalset.path,

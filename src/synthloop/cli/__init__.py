@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from synthloop import __version__
 from synthloop.errors import EXIT_USAGE, SynthloopError
@@ -80,8 +80,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(code or 0)
 
 
+class _Stdout:
+    """sys.stdout that drops output once its reader has gone (`synthloop ... | head`).
+
+    Without it, the first write after the reader exits raises BrokenPipeError: a traceback,
+    and the command stops halfway (a gate's exit code lost). With it, the command finishes
+    its work and returns its own exit code; only the unread output is discarded.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except BrokenPipeError:
+            self._discard()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._discard()
+
+    def _discard(self) -> None:
+        try:  # point the descriptor at /dev/null, so buffered bytes flush harmlessly at exit
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, self._stream.fileno())
+            finally:
+                os.close(devnull)
+        except (OSError, ValueError):
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def entrypoint() -> None:
-    sys.exit(main())
+    if sys.stdout is not None and not isinstance(sys.stdout, _Stdout):
+        sys.stdout = _Stdout(sys.stdout)  # type: ignore[assignment]
+    code = main()
+    if sys.stdout is not None:
+        sys.stdout.flush()
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

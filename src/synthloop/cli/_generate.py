@@ -21,9 +21,14 @@ def register(sub: Any) -> None:
     p.add_argument("--out", type=Path, required=True, help="new evalset version directory")
     p.add_argument("--seed", type=int, help="random seed (overrides the spec's)")
     p.add_argument("--sessions", type=int, help="number of sessions (overrides the spec's)")
-    p.add_argument("-n", "--n", type=int, dest="n", help="number of cases/interactions (llm)")
-    p.add_argument("--name", help="evalset name recorded in the manifest (default: parent folder)")
-    p.add_argument("--dry-run", action="store_true", help="print the plan; call nothing (llm)")
+    p.add_argument("-n", "--n", type=int, dest="n",
+                   help="llm: number of sessions (same as --sessions); sdv: number of "
+                   "interactions (instead of sessions); not for rules specs")
+    p.add_argument("--name", help="evalset name recorded in the manifest (default: the spec's "
+                   "`name`, else --out's parent folder)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the spec (and an sdv spec's source) and print the plan; "
+                   "call nothing, write nothing")
     p.add_argument("--max-cost", type=float, metavar="USD", help="stop when spend reaches USD (llm)")
     p.add_argument("--cache", type=Path, help="response cache file (llm; default .synthloop/cache.sqlite)")
     p.add_argument("--allow-privacy-failure", action="store_true",

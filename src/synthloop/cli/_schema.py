@@ -24,9 +24,17 @@ MODELS: dict[str, type[BaseModel]] = {
 }
 
 
+def _model_name(text: str) -> str:
+    """`EvalCase`, `evalcase`, `EvalsetManifest`, `evalset_manifest` -> the MODELS key."""
+    key = text.lower().replace("-", "").replace("_", "")
+    return next((name for name in MODELS if name.replace("-", "") == key), text)
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("schema", help="print the JSON Schema of a data model")
-    p.add_argument("model", nargs="?", choices=sorted(MODELS), default="evalcase")
+    p.add_argument("model", nargs="?", choices=sorted(MODELS), default="evalcase",
+                   type=_model_name,
+                   help="data model, any case (EvalCase = evalcase); default evalcase")
     p.add_argument("--out", type=Path, help="write every model's schema into this directory")
     p.set_defaults(func=run)
 

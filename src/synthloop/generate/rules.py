@@ -68,7 +68,7 @@ def run_spec(spec_path: Path, data: dict[str, Any], out: Path, options: Generate
              ) -> EvalsetManifest | None:
     """Generate a new evalset version at `out` from a rules spec (None on a dry run)."""
     if options.n is not None:
-        raise ConfigError(f"{spec_path}: --n applies to llm specs; a rules spec counts sessions",
+        raise ConfigError(f"{spec_path}: -n applies to llm and sdv specs; a rules spec counts sessions",
                           hint="use --sessions")
     loaded = load_spec(spec_path, data)
     spec = loaded.spec
