@@ -348,3 +348,4 @@ def test_reason_numbers_read_well_at_any_scale() -> None:
     assert fmt(-1234.5, True) == "-1,234"
     assert fmt(1e20) == "1e+20"  # not 21 digits with commas
     assert fmt(0.000123) == "0.000123" and fmt(None) == "n/a"
+    assert fmt(-0.0, True) == "+0" and fmt(-0.0) == "0"  # e.g. minus a zero change

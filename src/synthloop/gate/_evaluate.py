@@ -48,6 +48,7 @@ def fmt(x: float | None, signed: bool = False) -> str:
     """A number for a reason line: 3 significant digits, `n/a` for None."""
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "n/a"
+    x = x + 0.0  # -0.0 → 0.0: a zero change reads "+0", not "-0"
     if 999.5 <= abs(x) < 1e9:  # whole numbers with separators (999.96 → 1,000, not 1e3)
         return f"{x:+,.0f}" if signed else f"{x:,.0f}"
     s = f"{x:+.3g}" if signed else f"{x:.3g}"
