@@ -448,3 +448,39 @@ def test_empty_evalset(tmp_path: Path) -> None:
                cache=None)
     assert m.status == "complete" and m.counts.total == 0
     assert responses(tmp_path / "run") == []
+
+
+def test_second_replay_into_the_same_run_directory_is_refused_not_paid_twice(
+        tmp_path: Path) -> None:
+    """Two replays writing one RUNDIR at once would each send every case (paying twice) and
+    interleave the log; the second one stops with a one-line error instead."""
+    import threading
+
+    ev = make_evalset(tmp_path / "ev", 6)
+    started, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def slow(case: EvalCase) -> str:
+        calls.append(case.case_id)
+        started.set()
+        release.wait(30)
+        return "reply to " + case.input
+
+    target = PythonTarget.from_callable(slow, version="1")
+    first: list[Any] = []
+    thread = threading.Thread(target=lambda: first.append(
+        replay(ev, target, tmp_path / "run", concurrency=2, cache=None)))
+    thread.start()
+    try:
+        assert started.wait(30)
+        with pytest.raises(DataError, match="another replay is writing"):
+            replay(ev, target, tmp_path / "run", concurrency=2, cache=None)
+    finally:
+        release.set()
+        thread.join(60)
+    assert first and first[0].status == "complete" and first[0].counts.ok == 6
+    assert sorted(calls) == [f"case-{i:04d}" for i in range(6)]
+    assert len((tmp_path / "run" / "log.jsonl").read_bytes().splitlines()) == 6
+    # once the first is done, the same command is a no-op resume again
+    assert replay(ev, target, tmp_path / "run", cache=None).status == "complete"
+    assert len(calls) == 6
