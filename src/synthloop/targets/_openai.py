@@ -18,6 +18,7 @@ from synthloop.targets._base import (
     TargetSettings,
     case_variables,
     resolve_api_key,
+    secret_values,
     text_hash,
     validate_settings,
 )
@@ -91,6 +92,7 @@ class OpenAITarget(BaseTarget):
         if key is not None:
             headers["Authorization"] = f"Bearer {key}"
         self._headers = headers  # holds the key: never logged, hashed or shown
+        self._secrets = secret_values(key, config.extra_headers)  # masked in error messages
         system = config.system_prompt
         if config.system_prompt_file:
             path = Path(config.system_prompt_file)
@@ -175,7 +177,7 @@ class OpenAITarget(BaseTarget):
         status, headers, data = await self._client.request("POST", self._url, body=payload,
                                                            headers=self._headers)
         latency_ms = (time.perf_counter() - t0) * 1000.0
-        raise_for_status(status, headers, data, self._url)
+        raise_for_status(status, headers, data, self._url, self._secrets)
         reply = parse_json(data, self._url)
         content, usage = parse_chat_completion(reply, self._url)
         # model_construct: the fields are already well typed (saves ~10 µs a request)
