@@ -166,6 +166,24 @@ def test_openai_request_carries_history_system_prompt_and_parameters(
     assert r0.latency_ms is not None and r0.latency_ms > 0
 
 
+def test_templates_render_a_missing_context_as_empty_not_none() -> None:
+    """The documented `user_template: "{{ context }}\\n\\n{{ input }}"` must not send the
+    text "None" for the (many) cases without a context; a lone `{{ context }}` in an http
+    body stays JSON null."""
+    no_context = _case(input="where is my parcel")
+    target = load_target({"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m",
+                          "system_prompt": "Known: {{ context }}.",
+                          "user_template": "{{ context }}\n\n{{ input }}"})
+    assert target.messages(no_context) == [
+        {"role": "system", "content": "Known: ."},
+        {"role": "user", "content": "\n\nwhere is my parcel"}]
+    with_context = _case(input="where is my parcel", context="order 42")
+    assert target.messages(with_context)[-1]["content"] == "order 42\n\nwhere is my parcel"
+    http = load_target({"kind": "http", "url": "http://127.0.0.1:9/reply",
+                        "body": {"text": "ctx={{ context }} q={{ input }}", "ctx": "{{ context }}"}})
+    assert http.render_body(no_context) == {"text": "ctx= q=where is my parcel", "ctx": None}
+
+
 def test_openai_without_parameters_sends_only_model_and_messages() -> None:
     with FakeOpenAIServer() as server:
         target = load_target({"kind": "openai", "base_url": server.base_url + "/", "model": "m"})
