@@ -226,6 +226,22 @@ def test_openai_failures_map_to_kinds_and_retry_decisions(
         assert ok.output
 
 
+def test_garbled_usage_does_not_throw_away_a_good_reply() -> None:
+    usages = [{"prompt_tokens": "n/a", "completion_tokens": {"x": 1}},
+              {"prompt_tokens": "12", "completion_tokens": 3.0}, "lots"]
+
+    def responder(body: dict[str, Any], index: int) -> dict[str, Any]:
+        return {"choices": [{"message": {"role": "assistant", "content": f"reply {index}"}}],
+                "usage": usages[index]}
+
+    with FakeOpenAIServer(responder=responder) as server:
+        target = load_target({"kind": "openai", "base_url": server.base_url, "model": "m"})
+        got = [asyncio.run(_complete(target, _case())) for _ in usages]
+    assert [r.output for r in got] == ["reply 0", "reply 1", "reply 2"]
+    assert [r.usage for r in got] == [Usage(), Usage(prompt_tokens=12, completion_tokens=3),
+                                      Usage()]
+
+
 def test_huge_reply_and_connect_error() -> None:
     with FakeOpenAIServer(faults=FaultPlan(script={0: "huge"}, huge_chars=2_000_000)) as server:
         target = load_target({"kind": "openai", "base_url": server.base_url, "model": "m"})

@@ -210,8 +210,19 @@ def parse_chat_completion(reply: Any, url: str) -> tuple[str, Usage]:
         content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
     usage = reply.get("usage")
     if isinstance(usage, dict):
-        u = Usage.model_construct(prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                                  completion_tokens=int(usage.get("completion_tokens") or 0))
+        u = Usage.model_construct(prompt_tokens=_token_count(usage.get("prompt_tokens")),
+                                  completion_tokens=_token_count(usage.get("completion_tokens")))
     else:
         u = Usage.model_construct()
     return str(content), u
+
+
+def _token_count(value: Any) -> int:
+    """A reported token count; 0 for a missing or garbled one (the reply itself is good)."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int | float) and value >= 0:
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return 0
