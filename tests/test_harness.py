@@ -448,3 +448,91 @@ def test_empty_evalset(tmp_path: Path) -> None:
                cache=None)
     assert m.status == "complete" and m.counts.total == 0
     assert responses(tmp_path / "run") == []
+
+
+def test_second_replay_into_the_same_run_directory_is_refused_not_paid_twice(
+        tmp_path: Path) -> None:
+    """Two replays writing one RUNDIR at once would each send every case (paying twice) and
+    interleave the log; the second one stops with a one-line error instead."""
+    import threading
+
+    ev = make_evalset(tmp_path / "ev", 6)
+    started, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def slow(case: EvalCase) -> str:
+        calls.append(case.case_id)
+        started.set()
+        release.wait(30)
+        return "reply to " + case.input
+
+    target = PythonTarget.from_callable(slow, version="1")
+    first: list[Any] = []
+    thread = threading.Thread(target=lambda: first.append(
+        replay(ev, target, tmp_path / "run", concurrency=2, cache=None)))
+    thread.start()
+    try:
+        assert started.wait(30)
+        with pytest.raises(DataError, match="another replay is writing"):
+            replay(ev, target, tmp_path / "run", concurrency=2, cache=None)
+    finally:
+        release.set()
+        thread.join(60)
+    assert first and first[0].status == "complete" and first[0].counts.ok == 6
+    assert sorted(calls) == [f"case-{i:04d}" for i in range(6)]
+    assert len((tmp_path / "run" / "log.jsonl").read_bytes().splitlines()) == 6
+    # once the first is done, the same command is a no-op resume again
+    assert replay(ev, target, tmp_path / "run", cache=None).status == "complete"
+    assert len(calls) == 6
+
+
+class EchoingServer(FakeOpenAIServer):
+    """Answers errors that echo the request's credentials, as some proxies and servers do:
+    `POST /eSTATUS/v1/chat/completions` (or `/eSTATUS/reply`) gets that status, with a
+    plain-text body for 5xx and an OpenAI-style JSON error otherwise."""
+
+    def make_app(self) -> Any:
+        from aiohttp import web
+
+        async def echo(request: Any) -> Any:
+            await request.read()
+            status = int(request.match_info["status"])
+            text = (f"request had Authorization: {request.headers.get('Authorization')}, "
+                    f"X-Team-Token: {request.headers.get('X-Team-Token')}")
+            if status >= 500:
+                return web.Response(status=status, text="upstream failed; " + text)
+            return web.json_response({"error": {"message": "Rejected: " + text}}, status=status)
+
+        app = super().make_app()
+        app.router.add_post(r"/e{status:\d+}/v1/chat/completions", echo)
+        app.router.add_post(r"/e{status:\d+}/reply", echo)
+        return app
+
+
+def test_key_echoed_by_the_server_in_an_error_is_masked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = "team-token-7d2c9e1f"
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    monkeypatch.setenv("TEAM_TOKEN", token)
+    ev = make_evalset(tmp_path / "ev", 4)
+    with EchoingServer() as server:
+        openai_cfg = openai_target(server, base_url=server.url + "/e500/v1", max_retries=0,
+                                   api_key_env="OPENAI_API_KEY",
+                                   extra_headers={"X-Team-Token": "${TEAM_TOKEN}"})
+        m = replay(ev, openai_cfg, tmp_path / "run-openai", cache=tmp_path / "c.sqlite")
+        http_cfg = {"kind": "http", "url": server.url + "/e500/reply", "max_retries": 0,
+                    "api_key_env": "OPENAI_API_KEY", "headers": {"X-Team-Token": "${TEAM_TOKEN}"}}
+        m2 = replay(ev, http_cfg, tmp_path / "run-http", cache=tmp_path / "c.sqlite")
+        with pytest.raises(TargetError) as err:
+            replay(ev, openai_target(server, base_url=server.url + "/e401/v1",
+                                     api_key_env="OPENAI_API_KEY"),
+                   tmp_path / "run-401", cache=None)
+    assert m.counts.error == 4 and m2.counts.error == 4
+    errors = [r.error or "" for run in ("run-openai", "run-http") for r in responses(tmp_path / run)]
+    assert all("HTTP 500" in e and "Authorization: Bearer ***" in e for e in errors), errors
+    assert all("X-Team-Token: ***" in e for e in errors), errors
+    assert "HTTP 401" in str(err.value) and "Bearer ***" in str(err.value)
+    assert SECRET not in str(err.value) and token not in str(err.value)
+    for p in (p for p in tmp_path.rglob("*") if p.is_file()):
+        data = p.read_bytes()
+        assert SECRET.encode() not in data and token.encode() not in data, p

@@ -200,6 +200,26 @@ def test_api_key_is_sent_but_never_stored(tmp_path: Path, monkeypatch: pytest.Mo
                                                      "X-Team": "evals"}
 
 
+def test_key_echoed_in_a_server_error_is_masked_in_scores(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_harness import EchoingServer
+
+    key, token = "sk-judge-SECRET-4242", "team-token-7d2c9e1f"
+    monkeypatch.setenv("JUDGE_API_KEY", key)
+    run = _capital_run(tmp_path)
+    with EchoingServer() as server:
+        for status in ("400", "422"):  # JSON errors, which the SDK puts in its message
+            score_run(run, cfg(judge_entry(server, base_url=f"{server.url}/e{status}/v1",
+                                           api_key_env="JUDGE_API_KEY", max_retries=0,
+                                           headers={"X-Team-Token": token})), no_cache=True)
+            errors = [read_scores(run)[(c, 0, "quality")]["error"] for c in "ab"]
+            assert all(f"HTTP {status}" in e or f"http_{status}" in e for e in errors), errors
+            assert all("Bearer ***" in e and key not in e and token not in e for e in errors), errors
+            for path in (run / "scores.json", run / "scores.parquet"):
+                data = path.read_bytes()
+                assert key.encode() not in data and token.encode() not in data, path
+
+
 def test_missing_key_for_a_remote_endpoint_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as e:
         build([{"name": "j", "kind": "llm_judge", "model": "m", "rubric": "r",

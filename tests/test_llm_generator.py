@@ -514,6 +514,23 @@ def test_unreachable_endpoint_and_missing_key(tmp_path: Path) -> None:
         generate(path, tmp_path / "out", opts(tmp_path))
 
 
+def test_key_echoed_in_a_rejected_request_is_masked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_harness import EchoingServer
+
+    key, token = "sk-gen-SECRET-31337", "team-token-7d2c9e1f"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    with EchoingServer() as server:
+        for status in ("400", "422"):
+            path = write_spec(tmp_path, f"{server.url}/e{status}/v1", n=2,
+                              endpoint={"api_key_env": "OPENAI_API_KEY",
+                                        "headers": {"X-Team-Token": token}})
+            with pytest.raises(TargetError) as err:
+                generate(path, tmp_path / "out", opts(tmp_path))
+            assert f"{status}" in str(err.value) and "Bearer ***" in str(err.value), err.value
+            assert key not in str(err.value) and token not in str(err.value)
+
+
 def test_existing_output_is_refused_before_any_request(tmp_path: Path) -> None:
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("x")

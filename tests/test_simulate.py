@@ -17,7 +17,7 @@ import yaml
 from synthloop.errors import ConfigError, DataError
 from synthloop.evalsets import EvalsetWriter, open_evalset
 from synthloop.runs import RunDir
-from synthloop.schema import EvalCase, Provenance
+from synthloop.schema import EvalCase, Provenance, Response, Usage
 from synthloop.simulate import TRANSCRIPTS, simulate
 from synthloop.targets import PythonTarget
 from synthloop.testing import FakeOpenAIServer, FaultPlan
@@ -199,6 +199,39 @@ def test_grid_mode_writes_its_scenario_evalset(tmp_path: Path) -> None:
     assert set(cases[0].tags) == {"persona", "intent", "style", "locale"}
     assert r.summary["outcomes"] == {"goal_reached": 4}
     assert [x.name for x in tmp_path.iterdir() if x.name.startswith(".")] == []
+
+
+def test_target_rate_limits_apply_to_every_target_request(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A target's `rpm` / `tpm` hold in `simulate` as in `replay`: every request to the target
+    (retries too) first takes from both buckets."""
+    from synthloop.harness._limits import RateLimiter
+
+    taken: list[tuple[float, float]] = []
+    original = RateLimiter.acquire
+
+    async def acquire(self: RateLimiter, n: float = 1.0) -> None:
+        taken.append((self.per_second * 60, n))
+        await original(self, n)
+
+    monkeypatch.setattr(RateLimiter, "acquire", acquire)
+    calls: list[str] = []
+
+    def bot(case: EvalCase) -> Response:
+        calls.append(case.input)
+        if len(calls) == 1:
+            raise TimeoutError("first attempt times out")
+        return Response(case_id=case.case_id, output="SOLVED right away.",
+                        usage=Usage(prompt_tokens=7, completion_tokens=3))
+
+    with FakeOpenAIServer(responder=user_llm) as server:
+        spec = write_spec(tmp_path, server.base_url)
+        target = PythonTarget.from_callable(bot, rpm=6000, tpm=600_000, retry_initial_s=0.001)
+        r = simulate(spec, target, tmp_path / "run", n=3, cache=None, progress=False)
+    assert r.summary["outcomes"] == {"goal_reached": 3}
+    assert len(calls) == 4  # 3 scenarios, one retried
+    assert sorted(n for per_min, n in taken if per_min == 6000) == [1.0] * 4
+    assert len([n for per_min, n in taken if per_min == 600_000]) == 4
 
 
 def test_max_turns_errors_refusals_and_retries(tmp_path: Path) -> None:

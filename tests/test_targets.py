@@ -166,6 +166,24 @@ def test_openai_request_carries_history_system_prompt_and_parameters(
     assert r0.latency_ms is not None and r0.latency_ms > 0
 
 
+def test_templates_render_a_missing_context_as_empty_not_none() -> None:
+    """The documented `user_template: "{{ context }}\\n\\n{{ input }}"` must not send the
+    text "None" for the (many) cases without a context; a lone `{{ context }}` in an http
+    body stays JSON null."""
+    no_context = _case(input="where is my parcel")
+    target = load_target({"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m",
+                          "system_prompt": "Known: {{ context }}.",
+                          "user_template": "{{ context }}\n\n{{ input }}"})
+    assert target.messages(no_context) == [
+        {"role": "system", "content": "Known: ."},
+        {"role": "user", "content": "\n\nwhere is my parcel"}]
+    with_context = _case(input="where is my parcel", context="order 42")
+    assert target.messages(with_context)[-1]["content"] == "order 42\n\nwhere is my parcel"
+    http = load_target({"kind": "http", "url": "http://127.0.0.1:9/reply",
+                        "body": {"text": "ctx={{ context }} q={{ input }}", "ctx": "{{ context }}"}})
+    assert http.render_body(no_context) == {"text": "ctx= q=where is my parcel", "ctx": None}
+
+
 def test_openai_without_parameters_sends_only_model_and_messages() -> None:
     with FakeOpenAIServer() as server:
         target = load_target({"kind": "openai", "base_url": server.base_url + "/", "model": "m"})
@@ -206,6 +224,22 @@ def test_openai_failures_map_to_kinds_and_retry_decisions(
             assert "injected fault 429" in e.value.message
         ok = asyncio.run(_complete(target, _case()))  # the next request is fine
         assert ok.output
+
+
+def test_garbled_usage_does_not_throw_away_a_good_reply() -> None:
+    usages = [{"prompt_tokens": "n/a", "completion_tokens": {"x": 1}},
+              {"prompt_tokens": "12", "completion_tokens": 3.0}, "lots"]
+
+    def responder(body: dict[str, Any], index: int) -> dict[str, Any]:
+        return {"choices": [{"message": {"role": "assistant", "content": f"reply {index}"}}],
+                "usage": usages[index]}
+
+    with FakeOpenAIServer(responder=responder) as server:
+        target = load_target({"kind": "openai", "base_url": server.base_url, "model": "m"})
+        got = [asyncio.run(_complete(target, _case())) for _ in usages]
+    assert [r.output for r in got] == ["reply 0", "reply 1", "reply 2"]
+    assert [r.usage for r in got] == [Usage(), Usage(prompt_tokens=12, completion_tokens=3),
+                                      Usage()]
 
 
 def test_huge_reply_and_connect_error() -> None:

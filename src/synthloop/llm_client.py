@@ -27,6 +27,8 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from synthloop.errors import TargetError
 from synthloop.targets._base import parse_retry_after
+from synthloop.targets._base import redact as redact  # re-exported: masks keys in errors
+from synthloop.targets._base import secret_values as secret_values  # re-exported
 
 M = TypeVar("M", bound=BaseModel)
 

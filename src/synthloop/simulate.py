@@ -71,6 +71,7 @@ from synthloop.generate.llm import (
     plan_cells,
 )
 from synthloop.generate.llm._prompts import DEFAULT_SIM_TURN, Template, load_template
+from synthloop.harness._limits import RateLimiter
 from synthloop.harness.cache import ResponseCache, make_key
 from synthloop.progress import progress_bar
 from synthloop.runs import SCORES_SCHEMA, RunDir, write_atomic
@@ -189,7 +190,8 @@ def scenarios_from_grid(spec: LLMSpec, seed: int, n: int) -> list[Scenario]:
 # --------------------------------------------------------------------------- target calls
 class TargetCaller:
     """Calls a target the way the replay harness does: timeout, retries honouring
-    Retry-After, fatal errors, and the harness's response-cache keys."""
+    Retry-After, fatal errors, its `rpm`/`tpm` limits, and the harness's response-cache
+    keys."""
 
     def __init__(self, target: Any, cache: ResponseCache | None, concurrency: int) -> None:
         from synthloop.targets import TargetSettings
@@ -205,6 +207,8 @@ class TargetCaller:
         self.retries = 0
         self.cache_hits = 0
         self._rng = random.Random(0)  # backoff jitter only
+        self.rpm = RateLimiter(self.settings.rpm) if self.settings.rpm else None
+        self.tpm = RateLimiter(self.settings.tpm) if self.settings.tpm else None
 
     def key(self, case: EvalCase, sample: int = 0) -> str:
         identity_fn = getattr(self.target, "request_identity", None)
@@ -212,6 +216,10 @@ class TargetCaller:
             "history": [m.model_dump() for m in case.history], "input": case.input,
             "context": case.context, "sample": sample}
         return make_key(TARGET_CACHE_NAMESPACE, self._digest, identity)
+
+    def _estimate(self, case: EvalCase) -> int:
+        estimate = getattr(self.target, "estimate_tokens", None)
+        return int(estimate(case)) if estimate is not None else 1
 
     def _fatal(self, e: BaseException) -> bool:
         is_fatal = getattr(self.target, "is_fatal", None)
@@ -243,7 +251,13 @@ class TargetCaller:
         s = self.settings
         attempts = 0
         async with self._sem:
+            estimate = 0
             while True:
+                if self.rpm is not None:  # the target's limits, as in `replay`
+                    await self.rpm.acquire(1)
+                if self.tpm is not None:
+                    estimate = self._estimate(case)
+                    await self.tpm.acquire(estimate)
                 attempts += 1
                 self.requests += 1
                 try:
@@ -273,6 +287,10 @@ class TargetCaller:
                         wait = min(s.retry_max_s, s.retry_initial_s * 2 ** (attempts - 1)) * (
                             0.5 + self._rng.random())
                     await asyncio.sleep(wait)
+        if self.tpm is not None:
+            actual = resp.usage.prompt_tokens + resp.usage.completion_tokens
+            if actual:
+                self.tpm.adjust(actual - estimate)
         resp = resp.model_copy(update={"case_id": case.case_id, "attempts": attempts,
                                        "cached": False})
         if key is not None and self.cache is not None and resp.error is None:

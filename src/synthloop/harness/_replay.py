@@ -35,7 +35,7 @@ from synthloop.harness._limits import RateLimiter
 from synthloop.harness.cache import ResponseCache, make_key
 from synthloop.progress import Bar, progress_bar
 from synthloop.runs import RunDir
-from synthloop.schema import EvalCase, Response, RunCounts, RunManifest, Usage
+from synthloop.schema import EvalCase, Response, RunCounts, RunManifest, TargetFingerprint, Usage
 from synthloop.targets._base import (
     BaseTarget,
     TargetCallError,
@@ -482,27 +482,38 @@ async def areplay(
     fingerprint = tgt.fingerprint
     rundir = RunDir(Path(out))
 
-    # Everything is validated before anything is written.
-    previous: RunManifest | None = None
-    if rundir.exists():
-        previous = rundir.manifest()
-        if previous.evalset_hash != ev.content_hash:
-            raise DataError(f"{rundir.path}: this run replayed another evalset "
-                            f"({previous.evalset_hash[:19]}…, not {ev.content_hash[:19]}…)",
-                            hint="resume with the same --evalset, or use a new --out")
-        if previous.target.digest() != fingerprint.digest():
-            raise DataError(f"{rundir.path}: this run used another target "
-                            f"({_describe_fp(previous.target.model_dump())}); the target's "
-                            f"model, endpoint, parameters or prompt changed",
-                            hint="resume with the same --target, or use a new --out")
-        if previous.repeats != repeats:
-            raise DataError(f"{rundir.path}: this run was started with --repeats "
-                            f"{previous.repeats}, not {repeats}",
-                            hint=f"resume with --repeats {previous.repeats}, or use a new --out")
-    elif rundir.path.exists() and (not rundir.path.is_dir() or any(rundir.path.iterdir())):
-        raise DataError(f"{rundir.path}: exists and is not a run directory",
-                        hint="choose a new or empty --out directory")
+    # Everything is validated before anything is written; again under the run directory's
+    # lock, in case another replay wrote it in between.
+    _previous_run(rundir, ev, fingerprint, repeats)
     cache_obj = _open_cache(cache)
+    try:
+        lock = _lock_run_dir(rundir.path)
+    except BaseException:
+        if cache_obj is not None and not isinstance(cache, ResponseCache):
+            cache_obj.close()
+        raise
+    try:
+        return await _replay_locked(
+            ev, tgt, rundir, settings=settings, cache_obj=cache_obj,
+            repeats=repeats, concurrency=concurrency, rpm=rpm, tpm=tpm, timeout_s=timeout_s,
+            max_retries=max_retries, retry_errors=retry_errors, progress=progress, stats=stats,
+            t_start=t_start)
+    finally:
+        if cache_obj is not None and not isinstance(cache, ResponseCache):
+            cache_obj.close()
+        os.close(lock)
+
+
+async def _replay_locked(
+    ev: Evalset, tgt: Any, rundir: RunDir, *, settings: TargetSettings,
+    cache_obj: ResponseCache | None, repeats: int,
+    concurrency: int | None, rpm: float | None, tpm: float | None, timeout_s: float | None,
+    max_retries: int | None, retry_errors: bool, progress: bool | None, stats: ReplayStats,
+    t_start: float,
+) -> RunManifest:
+    """The replay proper, with the run directory locked against another replay."""
+    fingerprint = tgt.fingerprint
+    previous = _previous_run(rundir, ev, fingerprint, repeats)
 
     results = read_log(rundir.log_path) if previous is not None else {}
     if retry_errors:
@@ -551,8 +562,6 @@ async def areplay(
         finally:
             stats.requests += engine.counters.requests
             stats.wall_s = time.perf_counter() - t_start
-            if cache_obj is not None and not isinstance(cache, ResponseCache):
-                cache_obj.close()
     if engine.fatal is not None:
         _, counts, tokens = _summarise(results)
         rundir.write_manifest(manifest.model_copy(update={
@@ -570,6 +579,51 @@ async def areplay(
                                         "counts": counts, "tokens": tokens})
     rundir.write_manifest(final)
     return final
+
+
+def _previous_run(rundir: RunDir, ev: Evalset, fingerprint: TargetFingerprint,
+                  repeats: int) -> RunManifest | None:
+    """The manifest of the run being resumed (None for a new run); `DataError` when `rundir`
+    holds another evalset, target or `repeats`, or is not a run directory."""
+    previous: RunManifest | None = None
+    if rundir.exists():
+        previous = rundir.manifest()
+        if previous.evalset_hash != ev.content_hash:
+            raise DataError(f"{rundir.path}: this run replayed another evalset "
+                            f"({previous.evalset_hash[:19]}…, not {ev.content_hash[:19]}…)",
+                            hint="resume with the same --evalset, or use a new --out")
+        if previous.target.digest() != fingerprint.digest():
+            raise DataError(f"{rundir.path}: this run used another target "
+                            f"({_describe_fp(previous.target.model_dump())}); the target's "
+                            f"model, endpoint, parameters or prompt changed",
+                            hint="resume with the same --target, or use a new --out")
+        if previous.repeats != repeats:
+            raise DataError(f"{rundir.path}: this run was started with --repeats "
+                            f"{previous.repeats}, not {repeats}",
+                            hint=f"resume with --repeats {previous.repeats}, or use a new --out")
+    elif rundir.path.exists() and (not rundir.path.is_dir() or any(rundir.path.iterdir())):
+        raise DataError(f"{rundir.path}: exists and is not a run directory",
+                        hint="choose a new or empty --out directory")
+    return previous
+
+
+def _lock_run_dir(path: Path) -> int:
+    """Create `path` if needed and lock it (an exclusive `flock` on the directory, released
+    when the returned descriptor is closed or the process dies): two replays writing one run
+    directory would each send every case, paying twice, and interleave its log."""
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        return fd
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise DataError(f"{path}: another replay is writing this run directory",
+                        hint="wait for it to finish, or use another --out") from None
+    return fd
 
 
 def _describe_fp(fp: Mapping[str, Any]) -> str:

@@ -38,7 +38,9 @@ from synthloop.llm_client import (
     open_client,
     parse_structured,
     reask_messages,
+    redact,
     response_format,
+    secret_values,
     usage_tokens,
 )
 from synthloop.schema import EvalCase, Response, Score
@@ -365,8 +367,9 @@ class _JudgeBase:
                     policy=RetryPolicy(o.max_retries, o.backoff_s), counters=self.stats)
         except openai.BadRequestError as e:
             raise JudgeFailed(
-                f"HTTP 400: {shorten(str(e.message), 200)} (if the server does not support "
-                "json_schema output, set structured_output: json_object or none)") from None
+                f"HTTP 400: {shorten(self._mask(str(e.message)), 200)} (if the server does not "
+                "support json_schema output, set structured_output: json_object or none)"
+            ) from None
         except Exception as e:
             fatal = fatal_error(e, source=f"judge '{self.name}'", base_url=o.base_url,
                                 model=o.model, api_key_env=o.api_key_env)
@@ -374,8 +377,12 @@ class _JudgeBase:
                 raise fatal from None
             if is_transient(e) or isinstance(e, openai.APIStatusError):
                 raise JudgeFailed(f"{error_kind(e)} after {o.max_retries + 1} attempts: "
-                                  f"{shorten(str(e), 200)}") from None
+                                  f"{shorten(self._mask(str(e)), 200)}") from None
             raise
+
+    def _mask(self, text: str) -> str:
+        """`text` (a server's error message) with the key and header values masked."""
+        return redact(text, secret_values(self._api_key, self.options.headers))
 
     def parse(self, content: str | None) -> BaseModel:
         """Validate a reply as a verdict; raises InvalidVerdict with a short, model-readable

@@ -18,7 +18,7 @@ import email.utils
 import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -174,6 +174,22 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def secret_values(key: str | None, headers: Mapping[str, str]) -> tuple[str, ...]:
+    """What a target must never echo: its API key and the values of the headers a user set
+    (they may hold secrets via `${ENV}`); values shorter than 8 characters are left out."""
+    values = [key] if key else []
+    values += [v for v in headers.values() if len(v) >= 8]
+    return tuple(sorted(set(values), key=len, reverse=True))
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret replaced by `***` (servers' error messages can echo a key)."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def text_hash(text: str | None) -> str | None:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import aiohttp
 from multidict import CIMultiDictProxy
 
-from synthloop.targets._base import TargetCallError, parse_retry_after
+from synthloop.targets._base import TargetCallError, parse_retry_after, redact
 
 
 class HTTPClient:
@@ -76,8 +76,11 @@ def _reason(e: BaseException) -> str:
     return text.splitlines()[0][:200]
 
 
-def raise_for_status(status: int, headers: Mapping[str, str], data: bytes, url: str) -> None:
-    """Raise `TargetCallError` (kind `http_<status>`) for a non-2xx reply."""
+def raise_for_status(status: int, headers: Mapping[str, str], data: bytes, url: str,
+                     secrets: Iterable[str] = ()) -> None:
+    """Raise `TargetCallError` (kind `http_<status>`) for a non-2xx reply. The server's error
+    text goes into the message with `secrets` (the key, header values) masked: servers and
+    proxies can echo the request's credentials."""
     if 200 <= status < 300:
         return
     detail = ""
@@ -91,8 +94,8 @@ def raise_for_status(status: int, headers: Mapping[str, str], data: bytes, url: 
         elif isinstance(payload, dict) and isinstance(payload.get("detail"), str):
             detail = payload["detail"]
     except ValueError:
-        detail = data[:200].decode("utf-8", "replace")
-    detail = " ".join(detail.split())[:200]
+        detail = data[:4096].decode("utf-8", "replace")  # masked, then cut to 200
+    detail = " ".join(redact(detail, secrets).split())[:200]
     raise TargetCallError(f"HTTP {status} from {url}" + (f": {detail}" if detail else ""),
                           kind=f"http_{status}", status=status,
                           retry_after=parse_retry_after(headers))

@@ -17,6 +17,7 @@ from synthloop.targets._base import (
     canonical_json,
     case_variables,
     resolve_api_key,
+    secret_values,
     validate_settings,
 )
 from synthloop.targets._client import HTTPClient, parse_json, raise_for_status
@@ -100,6 +101,7 @@ class HTTPTarget(BaseTarget):
         if key is not None:
             headers[config.api_key_header] = f"{config.api_key_prefix}{key}"
         self._headers = headers  # holds the key: never logged, hashed or shown
+        self._secrets = secret_values(key, config.headers)  # masked in error messages
         params: dict[str, Any] = {
             "method": config.method,
             "body": config.body,
@@ -145,7 +147,7 @@ class HTTPTarget(BaseTarget):
         status, headers, data = await self._client.request(
             self.config.method, url, body=payload, headers=self._headers, params=params)
         latency_ms = (time.perf_counter() - t0) * 1000.0
-        raise_for_status(status, headers, data, url)
+        raise_for_status(status, headers, data, url, self._secrets)
         reply = parse_json(data, url)
         try:
             text = lookup(reply, self.config.reply_path)

@@ -18,6 +18,7 @@ from synthloop.targets._base import (
     TargetSettings,
     case_variables,
     resolve_api_key,
+    secret_values,
     text_hash,
     validate_settings,
 )
@@ -91,6 +92,7 @@ class OpenAITarget(BaseTarget):
         if key is not None:
             headers["Authorization"] = f"Bearer {key}"
         self._headers = headers  # holds the key: never logged, hashed or shown
+        self._secrets = secret_values(key, config.extra_headers)  # masked in error messages
         system = config.system_prompt
         if config.system_prompt_file:
             path = Path(config.system_prompt_file)
@@ -175,7 +177,7 @@ class OpenAITarget(BaseTarget):
         status, headers, data = await self._client.request("POST", self._url, body=payload,
                                                            headers=self._headers)
         latency_ms = (time.perf_counter() - t0) * 1000.0
-        raise_for_status(status, headers, data, self._url)
+        raise_for_status(status, headers, data, self._url, self._secrets)
         reply = parse_json(data, self._url)
         content, usage = parse_chat_completion(reply, self._url)
         # model_construct: the fields are already well typed (saves ~10 µs a request)
@@ -208,8 +210,19 @@ def parse_chat_completion(reply: Any, url: str) -> tuple[str, Usage]:
         content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
     usage = reply.get("usage")
     if isinstance(usage, dict):
-        u = Usage.model_construct(prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                                  completion_tokens=int(usage.get("completion_tokens") or 0))
+        u = Usage.model_construct(prompt_tokens=_token_count(usage.get("prompt_tokens")),
+                                  completion_tokens=_token_count(usage.get("completion_tokens")))
     else:
         u = Usage.model_construct()
     return str(content), u
+
+
+def _token_count(value: Any) -> int:
+    """A reported token count; 0 for a missing or garbled one (the reply itself is good)."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int | float) and value >= 0:
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return 0

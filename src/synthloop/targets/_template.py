@@ -43,8 +43,13 @@ class _CaseUndefined(Undefined):
         return 0
 
 
+def _finalize(value: Any) -> Any:
+    """A missing value (a case without `context`, say) renders as empty text, not "None"."""
+    return "" if value is None else value
+
+
 _ENV = SandboxedEnvironment(undefined=_CaseUndefined, autoescape=False,
-                            keep_trailing_newline=True)
+                            keep_trailing_newline=True, finalize=_finalize)
 _ENV.filters["tojson"] = lambda v: json.dumps(v, ensure_ascii=False)
 _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*$", re.S)
 

@@ -357,9 +357,9 @@ class FakeOpenAIServer:
             usage = content.get("usage") if isinstance(content.get("usage"), dict) else None
             has_reply = bool(content.get("choices")) if chat else "reply" in content
             if has_reply and usage:
-                with self._lock:
-                    self._c.prompt_tokens += int(usage.get("prompt_tokens") or 0)
-                    self._c.completion_tokens += int(usage.get("completion_tokens") or 0)
+                with self._lock:  # counts only what is a number: a test may send garbage
+                    self._c.prompt_tokens += _number(usage.get("prompt_tokens"))
+                    self._c.completion_tokens += _number(usage.get("completion_tokens"))
             return _json(content)
         prompt_tokens = count_tokens(_prompt_text(body))
         completion_tokens = count_tokens(content)
@@ -464,6 +464,10 @@ class FakeOpenAIServer:
 
     def __repr__(self) -> str:
         return f"FakeOpenAIServer({self.url}, latency_s={self.latency_s}, faults={self.faults})"
+
+
+def _number(value: Any) -> int:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
 
 
 def _json(payload: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:

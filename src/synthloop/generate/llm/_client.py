@@ -34,7 +34,9 @@ from synthloop.llm_client import (
     is_transient,
     open_client,
     reask_messages,
+    redact,
     response_format,
+    secret_values,
     usage_tokens,
 )
 from synthloop.llm_client import parse_structured as parse_structured  # re-exported
@@ -247,6 +249,11 @@ class LLMClient:
                 timeout_s=self.endpoint.timeout_s, headers=self.endpoint.headers)
         return self._client
 
+    def _mask(self, text: str) -> str:
+        """`text` (a server's error message) with the key and header values masked."""
+        key = api_key_for(self.endpoint, self._source)
+        return redact(text, secret_values(key, self.endpoint.headers))
+
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.close()
@@ -322,7 +329,7 @@ class LLMClient:
             assert fatal is not None
             raise fatal from None
         except openai.BadRequestError as e:
-            detail = _short(e.message)
+            detail = _short(self._mask(e.message))
             raise TargetError(
                 f"{self._source}: {self.endpoint.base_url} rejected the request (HTTP 400: "
                 f"{detail})",
@@ -334,11 +341,11 @@ class LLMClient:
                                     f"{self.endpoint.max_retries + 1} attempts",
                                     _error_kind(e)) from None
             raise TargetError(f"{self._source}: {self.endpoint.base_url} answered HTTP "
-                              f"{e.status_code}: {_short(e.message)}") from None
+                              f"{e.status_code}: {_short(self._mask(e.message))}") from None
         except (openai.APIConnectionError, openai.APIResponseValidationError, EmptyReply,
                 ValueError) as e:
             raise RequestFailed(f"{_error_kind(e)} after {self.endpoint.max_retries + 1} "
-                                f"attempts: {_short(str(e))}", _error_kind(e)) from None
+                                f"attempts: {_short(self._mask(str(e)))}", _error_kind(e)) from None
 
     # ------------------------------------------------------------------ structured output
     async def structured(self, messages: list[dict[str, str]], output: type[M], *,
