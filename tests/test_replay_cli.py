@@ -287,6 +287,58 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(
     assert len(after_kill) == sum(r.attempts for r in resumed if r.case_id not in logged)
 
 
+@pytest.mark.slow
+def test_sigterm_stops_like_ctrl_c_and_the_run_resumes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cancelled CI job sends SIGTERM: the replay marks its run `interrupted`, flushes the
+    replies it has into the cache, exits 143, and a resume requests only what was not done."""
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    n = 200
+    ev = make_evalset(tmp_path / "ev", n)
+    with FakeOpenAIServer(latency_s=0.03) as server:
+        target = write_target(tmp_path / "t.yaml", server.base_url)
+        run = tmp_path / "run"
+        cache = tmp_path / "cache.sqlite"
+        args = ["replay", "--evalset", str(ev), "--target", str(target), "--out", str(run),
+                "--concurrency", "4", "--cache", str(cache)]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "synthloop.cli", *args], stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, env=dict(os.environ))
+        log = run / "log.jsonl"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if log.exists() and log.read_bytes().count(b"\n") >= 40:
+                break
+            time.sleep(0.005)
+        assert proc.poll() is None, "replay finished before SIGTERM"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143, err.decode()
+        assert b"terminated" in err and b"Traceback" not in err
+        assert RunDir(run).manifest().status == "interrupted"
+        done = {r.case_id for r in read_log(log).values()}
+        assert 40 <= len(done) < n
+        sent = server.request_count
+
+        # a new run dir on the same cache: every reply finished before SIGTERM is a cache hit
+        code, stdout, stderr = cli(capsys, "replay", "--evalset", str(ev), "--target",
+                                   str(target), "--out", str(tmp_path / "fresh"), "--cache",
+                                   str(cache), "--max-retries", "0", "--concurrency", "1",
+                                   "--timeout", "0.001")
+        hits = sum(r.cached for r in responses(tmp_path / "fresh"))
+        assert hits >= len(done), stdout + stderr
+
+        server_before = server.request_count
+        code, stdout, stderr = cli(capsys, *args)  # resume
+        assert code == 0, stderr
+        assert f"{len(done):,} resumed from the run log" in stdout
+        assert server.request_count - server_before <= n - len(done)
+        assert sent >= len(done)
+    assert [r.case_id for r in responses(run)] == [f"case-{i:04d}" for i in range(n)]
+    assert RunDir(run).manifest().status == "complete"
+
+
 # ------------------------------------------------------------------------ the key stays secret
 def test_api_key_appears_in_no_file_and_no_output(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch,

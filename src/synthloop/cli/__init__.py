@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -75,6 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"synthloop: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
+        if _terminated:
+            print("synthloop: terminated (SIGTERM); what was finished is kept", file=sys.stderr)
+            return 128 + signal.SIGTERM
         print("synthloop: interrupted", file=sys.stderr)
         return 130
     return int(code or 0)
@@ -118,7 +122,27 @@ class _Stdout:
         return getattr(self._stream, name)
 
 
+_terminated = False
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM (a CI job cancelled, `kill PID`) takes the Ctrl-C path: the SIGINT handler
+    runs (asyncio's cancels the main task, so a replay flushes its cache and marks its run
+    `interrupted`; atomic writes clean up), then `main` exits 143."""
+    global _terminated
+    _terminated = True
+    handler = signal.getsignal(signal.SIGINT)
+    assert callable(handler)
+    handler(signal.SIGINT, frame)  # raises KeyboardInterrupt, or cancels asyncio's task
+
+
 def entrypoint() -> None:
+    # Only where Ctrl-C itself works: a process that ignores SIGINT (a background job of a
+    # non-interactive shell) keeps the default SIGTERM, which ends it at once (a replay
+    # still resumes from its log).
+    if (signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+            and callable(signal.getsignal(signal.SIGINT))):
+        signal.signal(signal.SIGTERM, _on_sigterm)
     if sys.stdout is not None and not isinstance(sys.stdout, _Stdout):
         sys.stdout = _Stdout(sys.stdout)  # type: ignore[assignment]
     code = main()
