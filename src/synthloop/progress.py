@@ -27,6 +27,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
 from rich.text import Text
 
 
@@ -62,25 +63,36 @@ class Bar:
             self._p.update(self._task, total=total)
 
 
+def _columns(width: int, total: float | None) -> list[ProgressColumn]:
+    """Everything on a wide terminal; below 110 columns a short bar and no elapsed time. The
+    counts and the ETA keep their full width at any size (an 80-column CI log, a split pane):
+    the description and the counters after the ETA give way first."""
+    wide = width >= 110
+    digits = len(f"{int(total)}") if total else 1
+    cols: list[ProgressColumn] = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(bar_width=40 if wide else 10),
+        MofNCompleteColumn(table_column=Column(no_wrap=True, min_width=2 * digits + 1)),
+        TaskProgressColumn(),
+        _RateColumn(),
+    ]
+    if wide:
+        cols.append(TimeElapsedColumn())
+    cols += [TextColumn("eta", table_column=Column(no_wrap=True, min_width=3)),
+             TimeRemainingColumn(table_column=Column(no_wrap=True, min_width=7)),
+             TextColumn("{task.fields[extra]}",
+                        table_column=Column(no_wrap=True, overflow="ellipsis"))]
+    return cols
+
+
 @contextmanager
 def progress_bar(total: float | None, description: str, *, enabled: bool | None = None) -> Iterator[Bar]:
     on = _enabled() if enabled is None else enabled
     if not on:
         yield Bar(None, None)
         return
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TaskProgressColumn(),
-        _RateColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[extra]}"),
-        console=Console(stderr=True),
-        transient=False,
-    )
+    console = Console(stderr=True)
+    progress = Progress(*_columns(console.width, total), console=console, transient=False)
     with progress:
         task = progress.add_task(description, total=total, extra="")
         yield Bar(progress, task)
