@@ -360,6 +360,9 @@ def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]
         ("header_only", "no data rows"),
         ("empty_file", "empty file"),
         ("not_parquet", "cannot read as Parquet"),
+        # used to list every mapped column as "not in logs.jsonl (its columns: )"
+        ("json_array", "line 1: expected a JSON object, got list; no line is a JSON object"),
+        ("pretty_json", "line 1: invalid JSON: Expecting value at column 2; no line is a JSON"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(
@@ -395,6 +398,10 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
         logs.write_text("")
     elif case == "not_parquet":
         logs = write_csv(tmp_path / "logs.parquet", rows)
+        mapping_text = MAPPING_YAML.replace("format: csv\n", "")
+    elif case in ("json_array", "pretty_json"):
+        logs = tmp_path / "logs.jsonl"
+        logs.write_text(json.dumps(rows, indent=None if case == "json_array" else 2) + "\n")
         mapping_text = MAPPING_YAML.replace("format: csv\n", "")
     mapping = write_mapping(tmp_path, mapping_text)
     out = tmp_path / "out"

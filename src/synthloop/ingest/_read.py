@@ -154,6 +154,14 @@ def _read_jsonl(path: Path, encoding: str) -> RawLog:
             lines.append(number)
     if not records and not broken:
         raise DataError(f"{path}: empty file: no JSON lines")
+    if not records:
+        # not one line is a JSON object: not a log with some bad rows but not JSONL at all
+        # (a JSON array, pretty-printed JSON, another format); say so, rather than that no
+        # mapped column exists
+        number, problem = broken[0]
+        raise DataError(f"{path}: line {number}: {problem}; no line is a JSON object",
+                        hint="JSONL needs one JSON object per line: a JSON array or "
+                             "pretty-printed JSON is not JSONL; or set `format:` in the mapping")
     cols = list(header)
     data = {c: pd.Series([r.get(c) for r in records], dtype=object) for c in cols}
     frame = pd.DataFrame(data, columns=cols) if records else pd.DataFrame(
