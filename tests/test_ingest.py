@@ -357,6 +357,8 @@ def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]
         ("unknown_mapping_key", "did you mean `feedback.thumb`?"),
         ("log_not_found", "log file not found"),
         ("binary_file", "is not utf-8 text"),
+        # the decoder reads ahead in chunks: this used to say "byte 5002" of some chunk
+        ("latin1_deep", "is not utf-8 text (line 1101, byte 1 of the line"),
         ("header_only", "no data rows"),
         ("empty_file", "empty file"),
         ("not_parquet", "cannot read as Parquet"),
@@ -390,6 +392,11 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
         mapping_text = MAPPING_YAML.replace("feedback.thumb:", "feedback.thumbs:")
     elif case == "log_not_found":
         logs = tmp_path / "nope.csv"
+    elif case == "latin1_deep":
+        write_csv(logs, make_rows(users=200))
+        lines = logs.read_bytes().split(b"\n")
+        lines[1100] = b"\xe9" + lines[1100]
+        logs.write_bytes(b"\n".join(lines))
     elif case == "binary_file":
         logs.write_bytes(bytes(range(256)) * 40)
     elif case == "header_only":

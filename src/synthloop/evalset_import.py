@@ -99,17 +99,11 @@ def _open_text(path: Path) -> io.TextIOBase:
 def _not_utf8(path: Path, e: UnicodeDecodeError) -> DataError:
     """One line naming the first line that is not UTF-8 (the decoder reads ahead in chunks,
     so the line being parsed when it fails is not the bad one: find it in the bytes)."""
-    where = ""
-    with contextlib.suppress(OSError, EOFError):
-        opener = gzip.open if path.name.lower().endswith(".gz") else open
-        with opener(path, "rb") as raw:
-            for number, line in enumerate(raw, start=1):
-                try:
-                    line.decode("utf-8")
-                except UnicodeDecodeError as bad:
-                    where = f"{number}: byte {bad.start + 1} of the line"
-                    break
-    return DataError(f"{path}:{where or '?'}: not UTF-8 text ({e.reason})",
+    from synthloop.ingest._read import undecodable_line
+
+    found = undecodable_line(path)
+    where = f"{found[0]}: byte {found[1]} of the line" if found else "?"
+    return DataError(f"{path}:{where}: not UTF-8 text ({e.reason})",
                      hint="convert the file to UTF-8, e.g. `iconv -f latin1 -t utf-8 IN > OUT`")
 
 
