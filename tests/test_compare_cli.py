@@ -221,3 +221,15 @@ def test_unwritable_report_paths_exit_2_not_1(compared: dict[str, Path], policy:
     assert code == 2 and str(blocker) in stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "reports"]
     assert list(folder.iterdir()) == []
+
+
+def test_damaged_comparison_names_the_problem(compared: dict[str, Path], policy: Path,
+                                              tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    # used to print pydantic's header only: "1 validation error for Comparison"
+    text = (compared["pass"] / "comparison.json").read_text()
+    (tmp_path / "comparison.json").write_text(text[: len(text) // 2])
+    code, _, stderr = cli(capsys, "gate", str(tmp_path), "--policy", str(policy))
+    assert code == 2 and len(stderr.strip().splitlines()) == 1
+    assert "invalid comparison file: (top level): Invalid JSON: EOF while parsing" in stderr
+    assert not (tmp_path / "verdict.json").exists()
