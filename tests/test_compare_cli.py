@@ -198,3 +198,38 @@ def test_cli_default_bootstrap_matches_the_library() -> None:
     from synthloop.stats import N_BOOT
 
     assert CLI_N_BOOT == N_BOOT
+
+
+def test_unwritable_report_paths_exit_2_not_1(compared: dict[str, Path], policy: Path,
+                                             tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    # an OSError on a path the user chose used to escape as a traceback with exit code 1,
+    # which CI reads as "regression", and left `.NAME.tmp-PID` files behind
+    cmpdir = compared["pass"]
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    for flag, path in (("--junit", folder), ("--markdown", blocker / "report.md"),
+                       ("--html", folder)):
+        code, _, stderr = cli(capsys, "gate", str(cmpdir), "--policy", str(policy),
+                              flag, str(path))
+        assert code == 2, (flag, stderr)
+        assert len(stderr.strip().splitlines()) == 1 and "check the path" in stderr
+    code, _, stderr = cli(capsys, "compare", str(compared["pass"] / ".." / "base"),
+                          str(compared["pass"] / ".." / "base"), "--out", str(blocker / "cmp"))
+    assert code == 2 and str(blocker) in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "reports"]
+    assert list(folder.iterdir()) == []
+
+
+def test_damaged_comparison_names_the_problem(compared: dict[str, Path], policy: Path,
+                                              tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    # used to print pydantic's header only: "1 validation error for Comparison"
+    text = (compared["pass"] / "comparison.json").read_text()
+    (tmp_path / "comparison.json").write_text(text[: len(text) // 2])
+    code, _, stderr = cli(capsys, "gate", str(tmp_path), "--policy", str(policy))
+    assert code == 2 and len(stderr.strip().splitlines()) == 1
+    assert "invalid comparison file: (top level): Invalid JSON: EOF while parsing" in stderr
+    assert not (tmp_path / "verdict.json").exists()

@@ -153,8 +153,9 @@ def test_unreadable_files(tmp_path: Path) -> None:
         read_text(tmp_path)
     binary = tmp_path / "bin.yaml"
     binary.write_bytes(b"\xff\xfe\x00bad")
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match="cannot read") as ei:
         parse_document(binary)
+    assert "not UTF-8 text (byte 0" in str(ei.value) and "save the config file as UTF-8" in str(ei.value)
 
 
 def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:

@@ -268,6 +268,36 @@ def test_import_bad_csv_row_names_the_line(tmp_path: Path,
     assert code == 2 and "file not found" in err
 
 
+def test_import_non_utf8_and_broken_gzip_name_the_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # a Latin-1 export (Excel, old databases) used to be a UnicodeDecodeError traceback, and
+    # the decoder reads ahead, so the bad line is found in the bytes, not where parsing was
+    import gzip
+
+    lines = ["prompt,answer", *(f"q{i},a{i}" for i in range(3000))]
+    lines[2500] = "caf\xe9 au lait,x"
+    src = tmp_path / "latin.csv"
+    src.write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    out = tmp_path / "evalsets" / "quiz" / "v1"
+    code, _, err = cli(capsys, "evalset", "import", str(src), "--input-field", "prompt",
+                       "--out", str(out))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{src}:2501: byte 4 of the line: not UTF-8 text" in err and "iconv" in err
+    jsonl = tmp_path / "latin.jsonl"
+    jsonl.write_bytes('{"prompt": "caf\xe9"}\n'.encode("latin-1"))
+    code, _, err = cli(capsys, "evalset", "import", str(jsonl), "--input-field", "prompt",
+                       "--out", str(out))
+    assert code == 2 and f"{jsonl}:1: byte 16 of the line: not UTF-8 text" in err
+    packed = gzip.compress(("\n".join(lines[:2000]) + "\n").encode())
+    truncated = tmp_path / "q.csv.gz"
+    truncated.write_bytes(packed[: len(packed) // 2])
+    code, _, err = cli(capsys, "evalset", "import", str(truncated), "--input-field", "prompt",
+                       "--out", str(out))
+    assert code == 2 and "q.csv.gz: cannot read the gzip file" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "evalsets").exists()
+
+
 def test_import_refuses_existing_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = write_jsonl(tmp_path / "q.jsonl", ROWS)
     out = tmp_path / "v1"

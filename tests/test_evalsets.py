@@ -150,6 +150,37 @@ def test_rows_that_do_not_fit_the_schema_are_a_data_error(tmp_path: Path) -> Non
     assert not (tmp_path / "v").exists()
 
 
+def test_damaged_versions_are_one_line_data_errors(tmp_path: Path) -> None:
+    # a truncated copy, a lost shard, a file where a version folder should be: each used to
+    # escape as a pyarrow/OS traceback from `evalset show/export`, replay, score, feedback
+    out = tmp_path / "support" / "v1"
+    write_evalset(out, make_cases(30), provenance=PROV)
+    shard = out / "data-00000-of-00001.arrow"
+    good = shard.read_bytes()
+    shard.write_bytes(good[: len(good) // 3])
+    with pytest.raises(DataError, match=r"data-00000-of-00001\.arrow: damaged data shard") as e:
+        open_evalset(out).cases()
+    assert "\n" not in str(e.value) and "restore it" in str(e.value)
+    with pytest.raises(DataError, match="damaged data shard"):
+        export_evalset(open_evalset(out), tmp_path / "x.jsonl", "jsonl")
+    assert not (tmp_path / "x.jsonl").exists() and not list(tmp_path.glob(".x.jsonl*"))
+    shard.unlink()
+    with pytest.raises(DataError, match="data shard listed in manifest.json is missing"):
+        list(open_evalset(out).iter_batches())
+    other = pa.table({"case_id": ["a"]})
+    with pa.OSFile(str(shard), "wb") as sink, pa.ipc.new_stream(sink, other.schema) as w:
+        w.write_table(other)
+    with pytest.raises(DataError, match="columns do not match the evalset schema"):
+        open_evalset(out).table()
+    (out / "manifest.json").write_text('{"name": "support", "version": "v1"}')
+    with pytest.raises(DataError, match=r"invalid evalset manifest: \w+: Field required "
+                                        r"\(and \d+ more problems\)"):
+        open_evalset(out)
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(DataError, match="a-file: not an evalset version \\(a file"):
+        open_evalset(tmp_path / "a-file")
+
+
 def test_datasets_load_from_disk_works(tmp_path: Path) -> None:
     import datasets
 

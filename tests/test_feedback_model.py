@@ -273,6 +273,12 @@ def test_cli_train_and_report(trained: tuple[FeedbackModel, Path, Path], tmp_pat
                  "--config", str(bad_cfg)]) == 2
     assert "did you mean `calibration`" in capsys.readouterr().err
     assert not (tmp_path / "m3").exists()
+    # an --html path that is a folder: one line, exit 2 (not a traceback), no temporary file
+    assert main(["feedback", "report", str(out), "--evalset", str(test_es),
+                 "--html", str(tmp_path / "r")]) == 2
+    assert "check the path" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["report.html", "report.json"]
+    assert not list(tmp_path.glob(".*.tmp-*"))
 
 
 def test_report_html_is_self_contained(trained: tuple[FeedbackModel, Path, Path]) -> None:

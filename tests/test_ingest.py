@@ -357,9 +357,14 @@ def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]
         ("unknown_mapping_key", "did you mean `feedback.thumb`?"),
         ("log_not_found", "log file not found"),
         ("binary_file", "is not utf-8 text"),
+        # the decoder reads ahead in chunks: this used to say "byte 5002" of some chunk
+        ("latin1_deep", "is not utf-8 text (line 1101, byte 1 of the line"),
         ("header_only", "no data rows"),
         ("empty_file", "empty file"),
         ("not_parquet", "cannot read as Parquet"),
+        # used to list every mapped column as "not in logs.jsonl (its columns: )"
+        ("json_array", "line 1: expected a JSON object, got list; no line is a JSON object"),
+        ("pretty_json", "line 1: invalid JSON: Expecting value at column 2; no line is a JSON"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(
@@ -387,6 +392,11 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
         mapping_text = MAPPING_YAML.replace("feedback.thumb:", "feedback.thumbs:")
     elif case == "log_not_found":
         logs = tmp_path / "nope.csv"
+    elif case == "latin1_deep":
+        write_csv(logs, make_rows(users=200))
+        lines = logs.read_bytes().split(b"\n")
+        lines[1100] = b"\xe9" + lines[1100]
+        logs.write_bytes(b"\n".join(lines))
     elif case == "binary_file":
         logs.write_bytes(bytes(range(256)) * 40)
     elif case == "header_only":
@@ -395,6 +405,10 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
         logs.write_text("")
     elif case == "not_parquet":
         logs = write_csv(tmp_path / "logs.parquet", rows)
+        mapping_text = MAPPING_YAML.replace("format: csv\n", "")
+    elif case in ("json_array", "pretty_json"):
+        logs = tmp_path / "logs.jsonl"
+        logs.write_text(json.dumps(rows, indent=None if case == "json_array" else 2) + "\n")
         mapping_text = MAPPING_YAML.replace("format: csv\n", "")
     mapping = write_mapping(tmp_path, mapping_text)
     out = tmp_path / "out"

@@ -115,6 +115,29 @@ def test_input_errors_exit_2_with_one_line(tmp_path: Path,
     assert not (run / "scores.parquet").exists()
 
 
+def test_damaged_run_directories_exit_2_with_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # these used to be pyarrow / NotADirectoryError tracebacks (exit 1)
+    run = _run(tmp_path)
+    (tmp_path / "s.yaml").write_text(MINIMAL)
+    good = (run / "responses.parquet").read_bytes()
+    (run / "responses.parquet").write_bytes(good[:40])
+    code, _, err = _main(capsys, "score", str(run), "--scorers", str(tmp_path / "s.yaml"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "responses.parquet: damaged or not written by synthloop" in err
+    assert "rebuilt from log.jsonl" in err and not (run / "scores.parquet").exists()
+    (run / "responses.parquet").write_bytes(good)
+    manifest = (run / "manifest.json").read_text()
+    (run / "manifest.json").write_text(manifest[: len(manifest) // 2])
+    code, _, err = _main(capsys, "score", str(run), "--scorers", str(tmp_path / "s.yaml"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "invalid run manifest: (top level): Invalid JSON" in err
+    (tmp_path / "a-file").write_text("x")
+    code, _, err = _main(capsys, "score", str(tmp_path / "a-file"), "--scorers",
+                         str(tmp_path / "s.yaml"))
+    assert code == 2 and "a-file: not a run directory (a file, not a directory)" in err
+
+
 def test_judges_through_the_cli_and_credential_failure_exits_2(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cases = [case(c, ["Paris"], inp=f"Capital of France? ({c})") for c in "ab"]

@@ -298,6 +298,11 @@ def test_bad_input_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="max_turns"):
         simulate(write_spec(tmp_path, "http://127.0.0.1:9/v1", simulate={"max_turnz": 3}),
                  PythonTarget.from_callable(good_bot), tmp_path / "o", evalset=ev)
+    # a rules spec used to be ~100 lines of "unknown key", one per key of the rules format
+    rules = Path(__file__).resolve().parents[1] / "generators" / "support_assistant.yaml"
+    with pytest.raises(ConfigError) as e:
+        simulate(rules, PythonTarget.from_callable(good_bot), tmp_path / "o", evalset=ev)
+    assert str(e.value).count("\n") == 0 and "simulate needs a `kind: llm` spec" in str(e.value)
     assert not (tmp_path / "o").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o")]
 

@@ -35,8 +35,11 @@ def read_text(path: str | Path, what: str = "file") -> str:
         raise ConfigError(f"{p}: {what} not found", hint="check the path") from None
     except IsADirectoryError:
         raise ConfigError(f"{p}: is a directory, expected a {what}") from None
-    except (PermissionError, UnicodeDecodeError, OSError) as e:
-        raise ConfigError(f"{p}: cannot read {what}: {e.__class__.__name__}: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: cannot read {what}: not UTF-8 text (byte {e.start}: {e.reason})",
+                          hint=f"save the {what} as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read {what}: {e.strerror or e}") from None
 
 
 def interpolate_env(value: Any, *, where: str = "", missing: list[str] | None = None) -> Any:
@@ -147,6 +150,23 @@ def validation_problems(e: ValidationError, model: type[BaseModel], source: str)
                 got_s = f" (got {got!r})"
             problems.append(f"{source}: {field}: {msg}{got_s}")
     return problems
+
+
+def first_problem(e: Exception) -> str:
+    """One line for a data file that failed to parse or validate: its first problem (field
+    and message) and how many more there are, instead of pydantic's "1 validation error for
+    Model" header, which names neither."""
+    if not isinstance(e, ValidationError):
+        return str(e).splitlines()[0] if str(e) else type(e).__name__
+    errors = e.errors()
+    if not errors:
+        return str(e).splitlines()[0]
+    first = errors[0]
+    msg = str(first["msg"])
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return f"{format_loc(tuple(first['loc']))}: {msg}{more}"
 
 
 def _tag_names(model: type[BaseModel]) -> set[str]:

@@ -18,6 +18,7 @@ import gzip
 import io
 import itertools
 import json
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -93,6 +94,30 @@ def _open_text(path: Path) -> io.TextIOBase:
         raise DataError(f"{path}: is a directory, expected a JSONL or CSV file") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read: {e.__class__.__name__}: {e}") from None
+
+
+def _not_utf8(path: Path, e: UnicodeDecodeError) -> DataError:
+    """One line naming the first line that is not UTF-8 (the decoder reads ahead in chunks,
+    so the line being parsed when it fails is not the bad one: find it in the bytes)."""
+    from synthloop.ingest._read import undecodable_line
+
+    found = undecodable_line(path)
+    where = f"{found[0]}: byte {found[1]} of the line" if found else "?"
+    return DataError(f"{path}:{where}: not UTF-8 text ({e.reason})",
+                     hint="convert the file to UTF-8, e.g. `iconv -f latin1 -t utf-8 IN > OUT`")
+
+
+def _readable(path: Path, rows: Iterator[tuple[int, dict[str, Any]]]
+              ) -> Iterator[tuple[int, dict[str, Any]]]:
+    """`rows`, with undecodable bytes and broken gzip streams as one-line DataErrors."""
+    try:
+        yield from rows
+    except UnicodeDecodeError as e:
+        raise _not_utf8(path, e) from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:  # truncated or not gzip at all
+        raise DataError(f"{path}: cannot read the gzip file: {e}",
+                        hint="check the file, or drop the .gz suffix if it is not compressed"
+                        ) from None
 
 
 def _iter_jsonl(path: Path, f: io.TextIOBase) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -226,7 +251,7 @@ def import_file(
     session_turns: dict[str, int] = {}
     created = [p for p in [dest.parent, *dest.parent.parents] if not p.exists()]
     with _open_text(path) as f:
-        rows_iter = _iter_csv(path, f) if is_csv else _iter_jsonl(path, f)
+        rows_iter = _readable(path, _iter_csv(path, f) if is_csv else _iter_jsonl(path, f))
         first = next(rows_iter, None)
         if first is None:
             raise DataError(f"{path}: no rows to import (the file is empty)")

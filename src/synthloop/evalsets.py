@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from synthloop import __version__
+from synthloop.config import first_problem
 from synthloop.errors import DataError
 from synthloop.schema import (
     SCHEMA_VERSION,
@@ -545,10 +546,33 @@ class Evalset:
 
     def iter_batches(self) -> Iterator[pa.RecordBatch]:
         for name in self.manifest.shards:
-            with pa.memory_map(str(self.path / name)) as src:
-                reader = pa.ipc.open_stream(src)
-                for b in reader:
-                    yield b.replace_schema_metadata(None)
+            path = self.path / name
+            try:
+                src = pa.memory_map(str(path))
+            except FileNotFoundError:
+                raise DataError(f"{path}: a data shard listed in {MANIFEST} is missing",
+                                hint=_DAMAGED_HINT) from None
+            except OSError as e:
+                raise DataError(f"{path}: cannot read the data shard: {e.strerror or e}",
+                                hint=_DAMAGED_HINT) from None
+            with src:
+                try:
+                    reader = pa.ipc.open_stream(src)
+                    if not reader.schema.remove_metadata().equals(ARROW_SCHEMA):
+                        raise DataError(f"{path}: the data shard's columns do not match the "
+                                        "evalset schema", hint=_DAMAGED_HINT)
+                    batches = iter(reader)
+                    while True:
+                        try:
+                            b = next(batches)
+                        except StopIteration:
+                            break
+                        yield b.replace_schema_metadata(None)
+                except (pa.ArrowException, OSError) as e:
+                    # a truncated or overwritten shard (copy interrupted, disk full, edited)
+                    raise DataError(f"{path}: damaged data shard (not a complete Arrow "
+                                    f"stream: {str(e).splitlines()[0]})",
+                                    hint=_DAMAGED_HINT) from None
 
     def table(self) -> pa.Table:
         batches = list(self.iter_batches())
@@ -569,18 +593,30 @@ class Evalset:
         return datasets.load_from_disk(str(self.path))
 
 
+_DAMAGED_HINT = ("the version is damaged: restore it from a backup or git, or "
+                 "generate or import a new version")
+_NOT_A_VERSION_HINT = ("pass a directory written by `synthloop generate` or "
+                       "`synthloop evalset import`, or NAME@VERSION")
+
+
 def load_manifest(path: str | Path) -> EvalsetManifest:
     p = Path(path) / MANIFEST
+    if Path(path).exists() and not Path(path).is_dir():
+        raise DataError(f"{Path(path)}: not an evalset version (a file, not a directory)",
+                        hint=_NOT_A_VERSION_HINT)
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DataError(f"{Path(path)}: not an evalset version (no {MANIFEST})",
-                        hint="pass a directory written by `synthloop generate` or "
-                             "`synthloop evalset import`, or NAME@VERSION") from None
+                        hint=_NOT_A_VERSION_HINT) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{p}: cannot read the evalset manifest: {e}",
+                        hint=_DAMAGED_HINT) from None
     try:
         return EvalsetManifest.model_validate_json(text)
     except Exception as e:  # pydantic.ValidationError or JSON error
-        raise DataError(f"{p}: invalid evalset manifest: {str(e).splitlines()[0]}") from None
+        raise DataError(f"{p}: invalid evalset manifest: {first_problem(e)}",
+                        hint=_DAMAGED_HINT) from None
 
 
 def resolve(ref: str | Path, root: str | Path | None = None) -> Path:

@@ -17,6 +17,7 @@ explanation, error.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -26,6 +27,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from synthloop.config import first_problem
 from synthloop.errors import DataError
 from synthloop.schema import Response, RunManifest, Score, Usage
 
@@ -91,17 +93,36 @@ def write_atomic(path: Path, data: bytes | str) -> None:
     """Write a file via a temporary sibling and rename, so readers never see half a file."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     mode = "wb" if isinstance(data, bytes) else "w"
-    with open(tmp, mode) as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, mode) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # no temporary file left behind (a folder at `path`, Ctrl-C, ...)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def write_table_atomic(path: Path, table: pa.Table) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _read_parquet(path: Path, schema: pa.Schema, fix: str) -> pa.Table:
+    """A run's Parquet file, or one DataError line when it is damaged or has other columns."""
+    try:
+        return pq.read_table(path, schema=schema)
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path}: damaged or not written by synthloop "
+                        f"({str(e).splitlines()[0]})", hint=fix) from None
 
 
 @dataclass(frozen=True)
@@ -138,16 +159,21 @@ class RunDir:
         return self.manifest_path.exists()
 
     def manifest(self) -> RunManifest:
+        if self.path.exists() and not self.path.is_dir():
+            raise DataError(f"{self.path}: not a run directory (a file, not a directory)",
+                            hint="pass a directory written by `synthloop replay`")
         try:
-            text = self.manifest_path.read_text()
+            text = self.manifest_path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise DataError(f"{self.path}: not a run directory (no manifest.json)",
                             hint="pass a directory written by `synthloop replay`") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"{self.manifest_path}: cannot read the run manifest: {e}") from None
         try:
             return RunManifest.model_validate_json(text)
         except Exception as e:
-            raise DataError(f"{self.manifest_path}: invalid run manifest: "
-                            f"{str(e).splitlines()[0]}") from None
+            raise DataError(f"{self.manifest_path}: invalid run manifest: {first_problem(e)}",
+                            hint="replay into a new --out directory") from None
 
     def write_manifest(self, manifest: RunManifest) -> None:
         write_atomic(self.manifest_path, manifest.model_dump_json(indent=2) + "\n")
@@ -156,7 +182,9 @@ class RunDir:
         if not self.responses_path.exists():
             raise DataError(f"{self.path}: run has no responses.parquet (not finished?)",
                             hint="run `synthloop replay` again with the same --out to finish it")
-        return pq.read_table(self.responses_path, schema=RESPONSES_SCHEMA)
+        return _read_parquet(self.responses_path, RESPONSES_SCHEMA,
+                             "delete it and run `synthloop replay` again with the same "
+                             "--out: it is rebuilt from log.jsonl, nothing is re-sent")
 
     def responses(self) -> Iterator[Response]:
         for row in self.responses_table().to_pylist():
@@ -173,7 +201,8 @@ class RunDir:
         if not self.scores_path.exists():
             raise DataError(f"{self.path}: run has no scores",
                             hint=f"run `synthloop score {self.path} --scorers SCORERS.yaml` first")
-        return pq.read_table(self.scores_path, schema=SCORES_SCHEMA)
+        return _read_parquet(self.scores_path, SCORES_SCHEMA,
+                             f"run `synthloop score {self.path} --scorers SCORERS.yaml` again")
 
     def write_scores(self, scores: Iterable[Score] | pa.Table) -> None:
         if isinstance(scores, pa.Table):

@@ -508,7 +508,13 @@ def simulate(spec_path: str | Path, target: Any, out: str | Path, *,
     from synthloop.targets import load_target
 
     spec_path = Path(spec_path)
-    spec = load_spec(spec_path, parse_document(spec_path))
+    data = parse_document(spec_path)
+    kind = data.get("kind", "llm") if isinstance(data, dict) else "llm"
+    if kind != "llm":  # else every key of a rules/sdv spec is listed as unknown
+        raise ConfigError(f"{spec_path}: kind: {kind!r}: simulate needs a `kind: llm` spec "
+                          "(the user LLM's endpoint, personas and intents)",
+                          hint="see generators/llm_support.yaml and docs/llm-generator.md")
+    spec = load_spec(spec_path, data)
     seed = spec.seed if seed is None else seed
     turns_max = spec.simulate.max_turns if max_turns is None else max_turns
     if turns_max < 1:

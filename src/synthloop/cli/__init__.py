@@ -81,7 +81,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 128 + signal.SIGTERM
         print("synthloop: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        # a path the user gave cannot be read or written (a file where a folder is needed,
+        # a folder where a file is needed, no permission, disk full): their input, not a
+        # bug, and an uncaught exception would exit 1, which means "regression" to CI
+        if e.filename is None:
+            raise
+        print(f"synthloop: error: {_os_error_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
     return int(code or 0)
+
+
+def _os_error_line(e: OSError) -> str:
+    # os.replace(tmp, dest) reports both paths; the destination is the one the user chose
+    path = e.filename2 if e.filename2 is not None else e.filename
+    reason = e.strerror or type(e).__name__
+    return f"{path}: {reason.lower()} (check the path: outputs need a new or " \
+           f"writable location, inputs an existing file or folder)"
 
 
 class _Stdout:

@@ -11,6 +11,7 @@ determined, so its content must never reach an output.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
@@ -51,6 +52,24 @@ def _open_text(path: Path, encoding: str) -> IO[str]:
     return open(path, encoding=enc, newline="")
 
 
+def undecodable_line(path: Path, encoding: str = "utf-8") -> tuple[int, int] | None:
+    """(line, byte within the line), both 1-based, of the first line of `path` (gzip or not)
+    that does not decode as `encoding`; None when all do or it cannot tell (UTF-16/32)."""
+    if codecs.lookup(encoding).name.startswith(("utf-16", "utf-32")):
+        return None  # their newlines are not single b"\n" bytes
+    opener: Any = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as raw:
+            for number, line in enumerate(raw, start=1):
+                try:
+                    line.decode(encoding)
+                except UnicodeDecodeError as e:
+                    return number, e.start + 1
+    except (OSError, EOFError):
+        return None
+    return None
+
+
 def read_log(path: Path, fmt: str, *, delimiter: str | None = None,
              encoding: str = "utf-8") -> RawLog:
     """Read a log file; raises DataError for an unreadable file (not for bad rows)."""
@@ -62,7 +81,10 @@ def read_log(path: Path, fmt: str, *, delimiter: str | None = None,
         if fmt == "parquet":
             return _read_parquet(path)
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: is not {encoding} text (byte {e.start}: {e.reason})",
+        # the text reader decodes ahead in chunks: e.start is an offset in a chunk, not the file
+        found = undecodable_line(path, encoding)
+        where = f"line {found[0]}, byte {found[1]} of the line" if found else "somewhere"
+        raise DataError(f"{path}: is not {encoding} text ({where}: {e.reason})",
                         hint="set `encoding:` in the mapping, or check the file and its format"
                         ) from None
     except (gzip.BadGzipFile, EOFError) as e:
@@ -154,6 +176,14 @@ def _read_jsonl(path: Path, encoding: str) -> RawLog:
             lines.append(number)
     if not records and not broken:
         raise DataError(f"{path}: empty file: no JSON lines")
+    if not records:
+        # not one line is a JSON object: not a log with some bad rows but not JSONL at all
+        # (a JSON array, pretty-printed JSON, another format); say so, rather than that no
+        # mapped column exists
+        number, problem = broken[0]
+        raise DataError(f"{path}: line {number}: {problem}; no line is a JSON object",
+                        hint="JSONL needs one JSON object per line: a JSON array or "
+                             "pretty-printed JSON is not JSONL; or set `format:` in the mapping")
     cols = list(header)
     data = {c: pd.Series([r.get(c) for r in records], dtype=object) for c in cols}
     frame = pd.DataFrame(data, columns=cols) if records else pd.DataFrame(

@@ -965,8 +965,12 @@ def write_report_html(report: FeedbackReport, path: str | Path) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    tmp.write_text(report_html(report), encoding="utf-8")
-    os.replace(tmp, p)
+    try:
+        tmp.write_text(report_html(report), encoding="utf-8")
+        os.replace(tmp, p)
+    except BaseException:  # no temporary file left behind (a folder at `path`, Ctrl-C, ...)
+        tmp.unlink(missing_ok=True)
+        raise
     return p
 
 

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from synthloop import __version__
+from synthloop.config import first_problem
 from synthloop.errors import DataError
 from synthloop.evalsets import Evalset, open_evalset
 from synthloop.runs import RESPONSES_SCHEMA, SCORES_SCHEMA, RunDir, write_atomic
@@ -805,5 +806,5 @@ def read_comparison(ref: str | Path) -> Comparison:
     try:
         return Comparison.model_validate_json(text)
     except Exception as e:
-        raise DataError(f"{path}: invalid comparison file: {str(e).splitlines()[0]}",
+        raise DataError(f"{path}: invalid comparison file: {first_problem(e)}",
                         hint="re-run `synthloop compare` with this synthloop version") from None
