@@ -94,6 +94,15 @@ def test_config_mistakes_are_reported_with_field_and_hint(tmp_path: Path) -> Non
         load_target({"kind": "opnai", "base_url": "http://x", "model": "m"})
     with pytest.raises(ConfigError, match="kind: required"):
         load_target({"model": "m"})
+    # an unknown kind names the file; a generator spec given as a target says what it is
+    typo = _write(tmp_path, "kind: opnai\nmodel: m\n")
+    with pytest.raises(ConfigError, match=rf"^{typo}: kind: unknown target kind 'opnai'"):
+        load_target(typo)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("kind: rules\nname: s\n")
+    with pytest.raises(ConfigError, match=r"spec.yaml is a generator spec \(kind: rules\); "
+                                          r"--target wants a target file"):
+        load_target(spec)
     with pytest.raises(ConfigError, match="model: required field is missing"):
         load_target({"kind": "openai", "base_url": "http://x"})
     with pytest.raises(ConfigError, match="not found"):

@@ -262,7 +262,14 @@ def load_target(spec: str | Path | Mapping[str, Any], *, name: str | None = None
     if not isinstance(kind, str):
         raise ConfigError(f"{source}: kind: required field is missing",
                           hint=f"add `kind:` with one of {', '.join(targets.names())}")
-    factory = targets.get(kind)
+    try:
+        factory = targets.get(kind)
+    except ConfigError as e:
+        from synthloop.generate import generators  # registers the built-in generator kinds
+
+        hint = (f"{source} is a generator spec (kind: {kind}); --target wants a target file "
+                f"(kind: {', '.join(targets.names())})" if kind in generators.names() else e.hint)
+        raise ConfigError(f"{source}: kind: {e.message}", hint=hint) from None
     if name is not None:
         data = {**data, "name": name}
     data.setdefault("name", _display_name(data, source))
