@@ -561,12 +561,7 @@ class Evalset:
                     if not reader.schema.remove_metadata().equals(ARROW_SCHEMA):
                         raise DataError(f"{path}: the data shard's columns do not match the "
                                         "evalset schema", hint=_DAMAGED_HINT)
-                    batches = iter(reader)
-                    while True:
-                        try:
-                            b = next(batches)
-                        except StopIteration:
-                            break
+                    for b in reader:
                         yield b.replace_schema_metadata(None)
                 except (pa.ArrowException, OSError) as e:
                     # a truncated or overwritten shard (copy interrupted, disk full, edited)
