@@ -584,3 +584,15 @@ def test_a_constant_category_of_fewer_than_k_users_is_not_reproduced(tmp_path: P
     res = synthesize(load_spec(spec), progress=False)
     assert set(res.synthetic["extra.plan"]) == {"(other)"}
     assert set(res.synthetic["extra.tier"]) == {7}  # numbers are not k-anonymised (documented)
+
+
+def test_saved_synthesizer_holds_no_rare_category_value(tmp_path: Path) -> None:
+    # the rare values are the identifying ones: merged away, and not kept in synthesizer.pkl
+    source = _small_ingest(tmp_path, 30, lambda u, rng: {
+        "plan": "only-mine-unique-plan" if u == 4 else str(rng.choice(["free", "pro"]))})
+    spec = _spec(tmp_path / "s.yaml", source, sessions=30, seed=1, k=5)
+    res = synthesize(load_spec(spec), progress=False)
+    assert res.model.plan.rare_merged == {"extra.plan": 1}
+    write(res, tmp_path / "out", allow_privacy_failure=True)
+    assert b"only-mine-unique-plan" not in _all_bytes(tmp_path / "out")
+    assert b"free" in (tmp_path / "out" / "synthesizer.pkl").read_bytes()

@@ -931,7 +931,9 @@ class FittedModel:
     sessions_model: StratifiedModel | None
     turns_model: StratifiedModel | None
     sequence_model: SequenceModel | None
-    rare: dict[str, set[Any]]
+    rare: dict[str, int]
+    """Category values merged into `(other)`, per column: how many (never the values, which
+    are the rare, identifying ones)."""
     seed: int
     k: int
     source_sample_sha256: str
@@ -998,7 +1000,7 @@ def fit(train: pd.DataFrame, plan: ColumnPlan, spec: SdvSpec, *, seed: int,
     return FittedModel(
         format=MODEL_FORMAT, synthesizer=spec.synthesizer, plan=plan,
         sessions_model=sessions_model, turns_model=turns_model, sequence_model=sequence_model,
-        rare=rare, seed=seed, k=spec.k, source_sample_sha256=sample_sha, holdout=spec.holdout,
+        rare={c: len(v) for c, v in rare.items()}, seed=seed, k=spec.k, source_sample_sha256=sample_sha, holdout=spec.holdout,
         max_sessions_per_user=spec.max_sessions_per_user,
         length_hint=float(train.groupby("session_id").size().mean()),
         users_sessions=sorted(per_user.astype(int).tolist()),
@@ -1322,7 +1324,6 @@ def synthesize(loaded: LoadedSpec, *, seed: int | None = None, sessions: int | N
             else:
                 train, holdout = split_holdout(frame, model.holdout, model.seed)
             plan = model.plan
-            rare = model.rare
         else:
             train, holdout = split_holdout(frame, spec.holdout, seed)
             if train.empty or len(train) < 2:
