@@ -33,6 +33,9 @@ def luhn_complete(prefix: str) -> str:
     [
         ("write to jane.doe+news@example.co.uk please", "email", "jane.doe+news@example.co.uk"),
         ("mail: a_b@sub.mail-server.org.", "email", "a_b@sub.mail-server.org"),
+        ("to sean.o'brien@example.ie now", "email", "sean.o'brien@example.ie"),
+        ("to luca.d’angelo@example.it now", "email", "luca.d’angelo@example.it"),
+        ("quoted 'jo@example.com' here", "email", "jo@example.com"),
         ("call +44 20 7946 0958 now", "phone", "+44 20 7946 0958"),
         ("US (415) 555-2671 ok", "phone", "(415) 555-2671"),
         ("dial 415-555-2671.", "phone", "415-555-2671"),

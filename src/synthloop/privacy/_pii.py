@@ -81,7 +81,9 @@ _SEGMENT_PIECE = re.compile(r"[-_.~]")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 _EMAIL = re.compile(
-    r"(?<![\w.%+-])[\w.%+-]*\w@(?:[^\W_](?:[\w-]*[^\W_])?\.)+[^\W\d_]{2,}(?![\w-]*@)"
+    # an apostrophe inside the local part (o'brien@, d’angelo@) belongs to the address
+    r"(?<![\w.%+-])(?<!\w['’])(?:[\w.%+-]+['’](?=\w))*[\w.%+-]*\w@"
+    r"(?:[^\W_](?:[\w-]*[^\W_])?\.)+[^\W\d_]{2,}(?![\w-]*@)"
 )
 
 _IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}")
