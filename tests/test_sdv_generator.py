@@ -537,3 +537,62 @@ def test_tabular_log_online_shoppers(shared_data: Path, tmp_path: Path) -> None:
     assert case.input == "" and case.expected_feedback is None
     assert {"Month", "VisitorType", "Weekend", "Revenue"} <= set(case.tags)
     assert m.consent_summary["assumed"] is True
+
+
+# --------------------------------------------------------------------------- k-anonymity of categories
+def _small_ingest(tmp_path: Path, users: int, extra: Any) -> Path:
+    """A small chat log with `extra(user, rng)` columns, ingested with `extra: all`."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for u in range(users):
+        for s in range(2):
+            for k in range(int(rng.integers(1, 4))):
+                rows.append({"uid": f"u{u}", "sid": f"u{u}-{s}", "turn": k,
+                             "ts": f"2025-03-{1 + s:02d}T{10 + k}:{u % 60:02d}:00Z",
+                             "prompt": f"question {int(rng.integers(5))}",
+                             "topic": str(rng.choice(["a", "b"])),
+                             "read": float(rng.exponential(10)), "c": "true", **extra(u, rng)})
+    pd.DataFrame(rows).to_csv(tmp_path / "log.csv", index=False)
+    (tmp_path / "mapping.yaml").write_text(
+        "columns: {user_id: uid, session_id: sid, turn: turn, timestamp: ts, input: prompt,\n"
+        "          intent: topic, feedback.read_time_s: read, consent.synthetic_fit: c}\n"
+        "extra: all\n")
+    ingest(tmp_path / "log.csv", tmp_path / "mapping.yaml", tmp_path / "ing", progress=False)
+    return tmp_path / "ing"
+
+
+def test_rare_values_of_a_number_column_declared_categorical_are_merged(tmp_path: Path) -> None:
+    # zip codes 90000-90007 each belong to one user: as categories they must never come out
+    source = _small_ingest(tmp_path, 40, lambda u, rng: {
+        "zip": 90000 + u if u < 8 else int(rng.choice([10115, 10117, 10119]))})
+    spec = _spec(tmp_path / "s.yaml", source, sessions=400, seed=1, k=5,
+                 metadata={"extra.zip": "categorical"})
+    res = synthesize(load_spec(spec), progress=False)
+    assert res.model.plan.rare_merged == {"extra.zip": 8}
+    values = {str(v) for v in res.synthetic["extra.zip"].dropna()}
+    assert not {str(90000 + u) for u in range(8)} & values
+    assert values <= {"10115", "10117", "10119", "(other)"}
+    write(res, tmp_path / "out", allow_privacy_failure=True)
+    written = pd.read_parquet(tmp_path / "out" / "synthetic.parquet")["extra.zip"]
+    assert not {str(90000 + u) for u in range(8)} & {str(v) for v in written.dropna()}
+
+
+def test_a_constant_category_of_fewer_than_k_users_is_not_reproduced(tmp_path: Path) -> None:
+    # three users, all on one unique plan: a category value of 3 < k users, constant or not
+    source = _small_ingest(tmp_path, 3, lambda u, rng: {"plan": "acme-pilot-deal", "tier": 7})
+    spec = _spec(tmp_path / "s.yaml", source, sessions=20, seed=1, k=5, holdout=0)
+    res = synthesize(load_spec(spec), progress=False)
+    assert set(res.synthetic["extra.plan"]) == {"(other)"}
+    assert set(res.synthetic["extra.tier"]) == {7}  # numbers are not k-anonymised (documented)
+
+
+def test_saved_synthesizer_holds_no_rare_category_value(tmp_path: Path) -> None:
+    # the rare values are the identifying ones: merged away, and not kept in synthesizer.pkl
+    source = _small_ingest(tmp_path, 30, lambda u, rng: {
+        "plan": "only-mine-unique-plan" if u == 4 else str(rng.choice(["free", "pro"]))})
+    spec = _spec(tmp_path / "s.yaml", source, sessions=30, seed=1, k=5)
+    res = synthesize(load_spec(spec), progress=False)
+    assert res.model.plan.rare_merged == {"extra.plan": 1}
+    write(res, tmp_path / "out", allow_privacy_failure=True)
+    assert b"only-mine-unique-plan" not in _all_bytes(tmp_path / "out")
+    assert b"free" in (tmp_path / "out" / "synthesizer.pkl").read_bytes()

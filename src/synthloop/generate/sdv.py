@@ -466,13 +466,18 @@ def merge_rare(frame: pd.DataFrame, plan: ColumnPlan, k: int) -> dict[str, set[A
     """Category values used by fewer than k distinct users (per categorical column)."""
     rare: dict[str, set[Any]] = {}
     for c, t in plan.sdtypes.items():
-        if t != "categorical" or not (pd.api.types.is_object_dtype(frame[c])
-                                      or pd.api.types.is_string_dtype(frame[c])):
+        # any dtype: a zip code or plan id declared categorical is a category all the same
+        if t != "categorical":
             continue
         users = frame.dropna(subset=[c]).groupby(c, sort=False)["user_id"].nunique()
         few = set(users.index[users < k])
         if few:
             rare[c] = few
+    # a category constant over the whole sample is restored as is: rare when < k users wrote it
+    for c, v in plan.constants.items():
+        if (isinstance(v, str) and c != "feedback.thumb" and c in frame.columns
+                and frame.loc[frame[c].notna(), "user_id"].nunique() < k):
+            rare[c] = {v}
     return rare
 
 
@@ -483,8 +488,18 @@ def apply_rare(frame: pd.DataFrame, rare: dict[str, set[Any]]) -> pd.DataFrame:
     for c, values in rare.items():
         if c in out.columns:
             col = out[c].astype(object)
+            if not (pd.api.types.is_object_dtype(out[c]) or pd.api.types.is_string_dtype(out[c])):
+                # numbers declared categorical: as text, so that `(other)` fits the column
+                values = {_category_text(v) for v in values}
+                col = col.map(lambda v: None if _isna(v) else _category_text(v))
             out[c] = col.where(~col.isin(values), OTHER)
     return out
+
+
+def _category_text(v: Any) -> str:
+    if isinstance(v, float | np.floating) and float(v).is_integer():
+        return str(int(v))
+    return str(v.item() if isinstance(v, np.generic) else v)
 
 
 def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
@@ -916,7 +931,9 @@ class FittedModel:
     sessions_model: StratifiedModel | None
     turns_model: StratifiedModel | None
     sequence_model: SequenceModel | None
-    rare: dict[str, set[Any]]
+    rare: dict[str, int]
+    """Category values merged into `(other)`, per column: how many (never the values, which
+    are the rare, identifying ones)."""
     seed: int
     k: int
     source_sample_sha256: str
@@ -983,7 +1000,7 @@ def fit(train: pd.DataFrame, plan: ColumnPlan, spec: SdvSpec, *, seed: int,
     return FittedModel(
         format=MODEL_FORMAT, synthesizer=spec.synthesizer, plan=plan,
         sessions_model=sessions_model, turns_model=turns_model, sequence_model=sequence_model,
-        rare=rare, seed=seed, k=spec.k, source_sample_sha256=sample_sha, holdout=spec.holdout,
+        rare={c: len(v) for c, v in rare.items()}, seed=seed, k=spec.k, source_sample_sha256=sample_sha, holdout=spec.holdout,
         max_sessions_per_user=spec.max_sessions_per_user,
         length_hint=float(train.groupby("session_id").size().mean()),
         users_sessions=sorted(per_user.astype(int).tolist()),
@@ -1290,6 +1307,7 @@ def synthesize(loaded: LoadedSpec, *, seed: int | None = None, sessions: int | N
                             "constant", hint="map more log columns (or `extra: all`) at ingest")
         rare = merge_rare(frame, plan, spec.k) if spec.merge_rare_categories else {}
         plan.rare_merged = {c: len(v) for c, v in rare.items()}
+        plan.constants.update({c: OTHER for c in rare if c in plan.constants})
         frame = apply_rare(frame, rare)
         timings["prepare_s"] = round(time.perf_counter() - t, 3)
         bar.advance(1, step="prepare")
@@ -1306,7 +1324,6 @@ def synthesize(loaded: LoadedSpec, *, seed: int | None = None, sessions: int | N
             else:
                 train, holdout = split_holdout(frame, model.holdout, model.seed)
             plan = model.plan
-            rare = model.rare
         else:
             train, holdout = split_holdout(frame, spec.holdout, seed)
             if train.empty or len(train) < 2:
