@@ -65,6 +65,14 @@ def luhn_complete(prefix: str) -> str:
          "https://x.io/i/9f8e7d6c5b4a39281706f5e4d3c2b1a0"),
         ("s3 https://b.s3.amazonaws.com/f?X-Amz-Signature=deadbeef1", "url_token",
          "https://b.s3.amazonaws.com/f?X-Amz-Signature=deadbeef1"),
+        # secret parameter names in any spelling
+        ("open https://app.io/cb?accessToken=eyJ0eXAiOi now", "url_token",
+         "https://app.io/cb?accessToken=eyJ0eXAiOi"),
+        ("open https://app.io/cb?auth_key=9f8e7d now", "url_token", "https://app.io/cb?auth_key=9f8e7d"),
+        ("open https://app.io/cb#access-token=abc123 now", "url_token",
+         "https://app.io/cb#access-token=abc123"),
+        ("open https://app.io/x?clientSecret=s3cr3t now", "url_token",
+         "https://app.io/x?clientSecret=s3cr3t"),
     ],
 )
 def test_detects_each_type(text: str, kind: str, value: str) -> None:
@@ -91,6 +99,7 @@ def test_detects_each_type(text: str, kind: str, value: str) -> None:
         "decoy 4000 0012 3456 7890 stays",
         "long run 12345678901234567890123 stays",
         "a plain link https://docs.python.org/3/library/re.html stays",
+        "query https://shop.example.com/list?sort_key=price&page=2&utm_source=mail stays",
         "slug https://blog.example.com/how-to-install-python-3-on-ubuntu-20-04 stays",
         "not an email: user@localhost or @handle or a@b",
         "DE89 3704 0044 0532 0130 01 has a bad checksum",

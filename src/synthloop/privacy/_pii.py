@@ -4,7 +4,7 @@ Detected types (`PII_TYPES`), in the priority order used when two detections ove
 
 | type | what | check beyond the pattern |
 | --- | --- | --- |
-| `url_token` | URLs carrying a secret: `token=`, `key=`, `sig=`, `access_token=`, `password=`, ... query parameters, `user:password@` credentials, or a long random path segment | the whole URL is replaced |
+| `url_token` | URLs carrying a secret: `token=`, `key=`, `sig=`, `access_token=`/`accessToken=`, `password=`, ... query parameters, `user:password@` credentials, or a long random path segment | the whole URL is replaced |
 | `email` | `name@domain.tld` | |
 | `iban` | `DE89 3704 0044 0532 0130 00` (spaces optional) | country length + ISO 13616 mod-97 checksum |
 | `card` | 13-19 digits starting 2-6, contiguous or in groups of 3+ split by spaces or dashes (also inside a longer run of numbers) | Luhn checksum; card-shaped Luhn-invalid runs are left alone (and protected from the phone detector) |
@@ -160,6 +160,29 @@ def iban_valid(compact: str) -> bool:
     return number % 97 == 1
 
 
+_KEY_WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
+# a parameter whose last word is one of these holds a secret whatever comes before it
+# (accessToken, auth-token, client_secret, X-Upload-Signature); `key` only after these
+_SECRET_LAST = frozenset({"token", "secret", "password", "passwd", "signature", "credential",
+                          "credentials"})
+_KEY_OWNERS = frozenset({"api", "access", "auth", "secret", "private", "client", "signing",
+                         "session", "master", "license", "subscription"})
+
+
+def _secret_key(name: str) -> bool:
+    """A query/fragment parameter name that carries a secret: a known name in any spelling
+    (`access_token`, `accessToken`, `access-token`, `ACCESS_TOKEN`)."""
+    if name.lower() in _SECRET_KEYS:
+        return True
+    words = [w.lower() for w in _KEY_WORDS.findall(name)]
+    if not words:
+        return False
+    if "_".join(words) in _SECRET_KEYS or "".join(words) in _SECRET_KEYS:
+        return True
+    last = words[-1]
+    return last in _SECRET_LAST or (last == "key" and len(words) > 1 and words[-2] in _KEY_OWNERS)
+
+
 def _url_has_secret(url: str) -> bool:
     try:
         parts = urlsplit(url)
@@ -167,11 +190,8 @@ def _url_has_secret(url: str) -> bool:
         return False
     if parts.password or (parts.username and "@" in parts.netloc):
         return True
-    for key, value in parse_qsl(parts.query, keep_blank_values=False):
-        if key.lower() in _SECRET_KEYS and value:
-            return True
-    for key, value in parse_qsl(parts.fragment, keep_blank_values=False):
-        if key.lower() in _SECRET_KEYS and value:
+    for key, value in [*parse_qsl(parts.query), *parse_qsl(parts.fragment)]:
+        if value and _secret_key(key):
             return True
     return any(_random_segment(segment) for segment in parts.path.split("/"))
 
