@@ -210,6 +210,28 @@ def test_template_with_undefined_variable_is_a_config_error(tmp_path: Path) -> N
         generate(path, tmp_path / "out", opts(tmp_path, dry_run=True))
 
 
+def test_a_typo_in_a_later_prompt_stops_before_any_request(tmp_path: Path) -> None:
+    # the reaction prompt is first rendered after the opener and the reply were paid for
+    reaction = ("{% for m in conversation %}{{ m.content }}{% endfor %}"
+                "{% if want_follow_up %}{{ folow_up_hint }}{% endif %} (sample {{ sample_id }})")
+    with FakeOpenAIServer(responder=good_responder) as server:
+        path = write_spec(tmp_path, server.base_url, feedback=True, reaction_template=reaction,
+                          turns={"max": 2, "follow_up_prob": 1.0})
+        with pytest.raises(ConfigError, match=r"reaction_template: 'folow_up_hint' is undefined"):
+            generate(path, tmp_path / "out", opts(tmp_path, dry_run=True))
+        with pytest.raises(ConfigError, match=r"reaction_template: 'folow_up_hint' is undefined"):
+            generate(path, tmp_path / "out", opts(tmp_path))
+        assert server.request_count == 0
+        # a style instruction and the assistant's system prompt are checked the same way
+        for over in ({"styles": [{"name": "s", "instruction": "as {{ persona.name }} {{ mood }}"}]},
+                     {"assistant": {"system_prompt": "You help {{ product.name }} {{ user }}"}}):
+            path = write_spec(tmp_path, server.base_url, feedback=True, **over)
+            with pytest.raises(ConfigError, match=r"'(mood|user)' is undefined"):
+                generate(path, tmp_path / "out", opts(tmp_path, dry_run=True))
+        assert server.request_count == 0
+    assert not (tmp_path / "out").exists()
+
+
 # --------------------------------------------------------------------------- against the server
 def test_generates_valid_evalset_with_structured_output(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
