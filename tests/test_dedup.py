@@ -35,6 +35,16 @@ def test_normalize() -> None:
     assert normalize("ça va, l'ami?") == "ça va l ami"
 
 
+def test_symbol_only_texts_are_not_all_one_duplicate() -> None:
+    # chat logs hold emoji-only messages; stripping every symbol made them all "" (exact dupes)
+    texts = ["👍", "👎", " 👍 ", "???", "!!!", "", "   "]
+    res = dedup(texts)
+    assert res.kept == [0, 1, 3, 4, 5]
+    assert [(d.item_id, d.reason, d.duplicate_of) for d in res.dropped] == [
+        ("2", EXACT, "0"), ("6", EXACT, "5")]
+    assert normalize("Where IS my order?!") == "where is my order"     # words still win
+
+
 def test_exact_duplicates_keep_the_first_and_name_it() -> None:
     texts = ["Where is my order?", "reset my password", "where is my order", "WHERE IS MY ORDER"]
     res = dedup(texts, ids=["a", "b", "c", "d"])

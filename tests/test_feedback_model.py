@@ -228,6 +228,25 @@ def test_history_and_tags_are_features(trained: tuple[FeedbackModel, Path, Path]
     assert 0.5 < p[0] < 1.0
 
 
+def test_very_long_texts_pair_a_bounded_number_of_words(
+        trained: tuple[FeedbackModel, Path, Path]) -> None:
+    from synthloop.scorers.feedback import MAX_PAIR_WORDS, _pair_text
+
+    model, _, _ = trained
+    # two 3,000-word texts used to make 9 million input x reply pairs (1 GB for one row)
+    long_in = " ".join(f"question{i}" for i in range(3000))
+    long_reply = " ".join(f"answer{i}" for i in range(3000))
+    pairs = _pair_text("", long_in, long_reply).split()
+    assert len(pairs) == MAX_PAIR_WORDS ** 2
+    assert "question0|answer0" in pairs and f"question{MAX_PAIR_WORDS}|answer0" not in pairs
+    # texts under the cap pair every content word, as before
+    short = _pair_text("refund money", "where is my invoice", "invoices are under Billing")
+    assert sorted(short.split()) == sorted(f"{a}|{b}" for a in ("invoice", "refund", "money")
+                                           for b in ("invoice", "billing"))
+    p = model.predict([EvalCase(case_id="long", input=long_in)], [long_reply])
+    assert p.shape == (1,) and 0.0 < p[0] < 1.0
+
+
 def test_ece_and_report_html() -> None:
     rng = np.random.default_rng(0)
     p = rng.random(20000)

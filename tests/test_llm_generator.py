@@ -126,6 +126,45 @@ def test_refusal_detection() -> None:
     assert not looks_like_refusal("i cant log in to my account")
 
 
+# What customers really write: apologies and "I can't ..." about their own problem.
+APOLOGETIC_USERS = [
+    "I'm sorry to bother you, but my order BW-1234567 has not arrived",
+    "Sorry, I ordered the wrong size, can I swap it?",
+    "I am sorry but the charger broke after a week",
+    "I can't create an account on your site",
+    "I cannot provide my order number, I lost the email",
+    "I'm unable to log in since yesterday",
+    "Unfortunately, I can't find the invoice for order 123",
+    "Apologies, I can't remember which email I used for the order",
+]
+
+
+def test_refusal_detection_inside_a_user_message_needs_an_unmistakable_refusal() -> None:
+    for text in APOLOGETIC_USERS:
+        assert not looks_like_refusal(text, user_text=True), text
+    for text in ("I'm sorry, but I can't help with that.", "I cannot assist with this request",
+                 "Sorry, I can't comply.", "I'm sorry, but I can't continue this role-play.",
+                 "I'm sorry, I can't pretend to be a customer.", "I can't do that.",
+                 "As an AI, I do not write messages for users.",
+                 "I am unable to fulfill this request."):
+        assert looks_like_refusal(text, user_text=True), text
+
+
+def test_apologetic_user_messages_are_kept_not_dropped_as_refusals(tmp_path: Path) -> None:
+    def responder(body: dict[str, Any], index: int) -> str:
+        cell, variant = cell_variant(body["messages"][1]["content"])
+        return json.dumps({"message": f"{APOLOGETIC_USERS[cell]} ({words_for((cell, variant))})"})
+
+    with FakeOpenAIServer(responder=responder) as server:
+        path = write_spec(tmp_path, server.base_url, n=len(APOLOGETIC_USERS))
+        m = generate(path, tmp_path / "out", opts(tmp_path))
+        assert server.request_count == len(APOLOGETIC_USERS)     # nothing refilled
+    assert m is not None
+    assert m.provenance.details["dropped"] == {}
+    inputs = [c.input for c in open_evalset(tmp_path / "out").cases()]
+    assert [i.split(" (")[0] for i in inputs] == APOLOGETIC_USERS
+
+
 def test_grid_is_seeded_and_follows_weights(tmp_path: Path) -> None:
     spec = LLMSpec.model_validate(yaml.safe_load(write_spec(tmp_path, "http://127.0.0.1:9/v1")
                                                  .read_text()))
@@ -169,6 +208,28 @@ def test_template_with_undefined_variable_is_a_config_error(tmp_path: Path) -> N
     path = write_spec(tmp_path, "http://127.0.0.1:9/v1", prompt_template="missing.j2")
     with pytest.raises(ConfigError, match="template file 'missing.j2' not found"):
         generate(path, tmp_path / "out", opts(tmp_path, dry_run=True))
+
+
+def test_a_typo_in_a_later_prompt_stops_before_any_request(tmp_path: Path) -> None:
+    # the reaction prompt is first rendered after the opener and the reply were paid for
+    reaction = ("{% for m in conversation %}{{ m.content }}{% endfor %}"
+                "{% if want_follow_up %}{{ folow_up_hint }}{% endif %} (sample {{ sample_id }})")
+    with FakeOpenAIServer(responder=good_responder) as server:
+        path = write_spec(tmp_path, server.base_url, feedback=True, reaction_template=reaction,
+                          turns={"max": 2, "follow_up_prob": 1.0})
+        with pytest.raises(ConfigError, match=r"reaction_template: 'folow_up_hint' is undefined"):
+            generate(path, tmp_path / "out", opts(tmp_path, dry_run=True))
+        with pytest.raises(ConfigError, match=r"reaction_template: 'folow_up_hint' is undefined"):
+            generate(path, tmp_path / "out", opts(tmp_path))
+        assert server.request_count == 0
+        # a style instruction and the assistant's system prompt are checked the same way
+        for over in ({"styles": [{"name": "s", "instruction": "as {{ persona.name }} {{ mood }}"}]},
+                     {"assistant": {"system_prompt": "You help {{ product.name }} {{ user }}"}}):
+            path = write_spec(tmp_path, server.base_url, feedback=True, **over)
+            with pytest.raises(ConfigError, match=r"'(mood|user)' is undefined"):
+                generate(path, tmp_path / "out", opts(tmp_path, dry_run=True))
+        assert server.request_count == 0
+    assert not (tmp_path / "out").exists()
 
 
 # --------------------------------------------------------------------------- against the server

@@ -307,6 +307,20 @@ def test_bad_input_writes_nothing(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o")]
 
 
+def test_a_typo_in_the_turn_template_stops_before_any_request(tmp_path: Path) -> None:
+    ev = scenario_evalset(tmp_path)
+    CALLS.clear()
+    with FakeOpenAIServer(responder=user_llm) as server:
+        spec = write_spec(tmp_path, server.base_url, simulate={
+            "max_turns": 3, "turn_template": "Goal: {{ goal }}. {{ conversaton }} JSON please"})
+        with pytest.raises(ConfigError, match=r"turn_template: 'conversaton' is undefined"):
+            simulate(spec, PythonTarget.from_callable(good_bot), tmp_path / "o", evalset=ev,
+                     progress=False)
+        assert server.request_count == 0
+    assert CALLS["good"] == 0                  # the target was not called either
+    assert not (tmp_path / "o").exists()
+
+
 def test_cli_simulate(tmp_path: Path) -> None:
     ev = scenario_evalset(tmp_path, n=3)
     (tmp_path / "bots.py").write_text(

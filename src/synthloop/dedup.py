@@ -78,10 +78,13 @@ class DedupConfig(BaseModel):
 
 # --------------------------------------------------------------------------- text features
 def normalize(text: str) -> str:
-    """NFKC, case folding, punctuation removed, whitespace collapsed."""
+    """NFKC, case folding, punctuation removed, whitespace collapsed.
+
+    A text made only of symbols (`👍`, `👎`, `???`) keeps them: removing them would make every
+    such text the same empty string, so `👎` would be a duplicate of `👍`."""
     t = unicodedata.normalize("NFKC", text).casefold()
-    t = _PUNCT_RE.sub(" ", t)
-    return _WS_RE.sub(" ", t).strip()
+    out = _WS_RE.sub(" ", _PUNCT_RE.sub(" ", t)).strip()
+    return out or _WS_RE.sub(" ", t).strip()
 
 
 def _h32(s: str) -> int:

@@ -333,6 +333,10 @@ class Conversation:
     error: str | None = None
 
 
+TURN_VARIABLES = ("goal", "conversation", "turn", "max_turns")
+"""What `simulate.turn_template` sees besides the opener prompt's variables."""
+
+
 class Simulator:
     def __init__(self, spec: LLMSpec, spec_path: Path, maker: SessionMaker, turn_tmpl: Template,
                  client: LLMClient, caller: TargetCaller, seed: int, max_turns: int) -> None:
@@ -362,7 +366,7 @@ class Simulator:
     def turn_messages(self, sc: Scenario, conversation: list[dict[str, str]], turn: int
                       ) -> list[dict[str, str]]:
         ctx = self.maker.context(_cell_of(sc), 0)
-        ctx.update(goal=sc.goal, conversation=conversation, turn=turn,
+        ctx.update(goal=sc.goal, conversation=conversation, turn=turn,  # TURN_VARIABLES
                    max_turns=self.max_turns, sample_id=f"{self.seed}-{sc.scenario_id}-{turn}")
         return [{"role": "system", "content": self.maker.prompts.system.render(**ctx)},
                 {"role": "user", "content": self.turn_tmpl.render(**ctx)}]
@@ -548,6 +552,9 @@ def simulate(spec_path: str | Path, target: Any, out: str | Path, *,
                        budget=Budget(budget_usd), source=str(spec_path))
     caller = TargetCaller(tgt, cache_obj, conc)
     maker = SessionMaker(spec, prompts, client, seed, spec_path)
+    if scenarios:  # a template typo stops here, before any target or user-LLM request
+        maker.check_templates(_cell_of(scenarios[0]), extra=[turn_tmpl],
+                              extra_names=TURN_VARIABLES)
     sim = Simulator(spec, spec_path, maker, turn_tmpl, client, caller, seed, turns_max)
 
     tmp = rundir.path.parent / f".{rundir.path.name}.tmp-{time.time_ns()}"

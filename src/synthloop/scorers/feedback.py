@@ -230,22 +230,41 @@ def _tag_reply_text(tags: dict[str, str], reply: str) -> str:
                     for w in words)
 
 
+MAX_PAIR_WORDS = 256
+"""`input_x_reply` pairs at most this many distinct content words of each side (the first
+ones, in order of appearance): the pairs grow with the product of the two sides, so two
+3,000-word texts would make 9 million pairs (a 170 MB string and a 1 GB, 14 s prediction
+for one row). Texts under the cap are unaffected."""
+
+
 def _pair_text(previous: str, inp: str, reply: str) -> str:
-    q = sorted(_content(inp) | _content(previous))
-    r = sorted(_content(reply))
+    q = sorted(_first_content(f"{inp}\n{previous}", MAX_PAIR_WORDS))
+    r = sorted(_first_content(reply, MAX_PAIR_WORDS))
     return " ".join(f"{a}|{b}" for a in q for b in r)
+
+
+def _content_words(text: str) -> Iterable[str]:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    for w in _words(text):
+        if w in ENGLISH_STOP_WORDS or len(w) < 2:
+            continue
+        yield w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w
 
 
 def _content(text: str) -> set[str]:
     """Content words (no stop words), lightly stemmed, for relevance features."""
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+    return set(_content_words(text))
 
-    out = set()
-    for w in _words(text):
-        if w in ENGLISH_STOP_WORDS or len(w) < 2:
-            continue
-        out.add(w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w)
-    return out
+
+def _first_content(text: str, limit: int) -> set[str]:
+    """The first `limit` distinct content words of `text`."""
+    out: dict[str, None] = {}
+    for w in _content_words(text):
+        if len(out) >= limit:
+            break
+        out.setdefault(w)
+    return set(out)
 
 
 def _numeric(rows: FeatureRows, use_latency: bool) -> np.ndarray:

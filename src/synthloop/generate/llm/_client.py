@@ -58,9 +58,31 @@ _REFUSAL_RE = re.compile(
 )
 
 
-def looks_like_refusal(text: str | None) -> bool:
-    """True when text opens like a model refusal ("I'm sorry, but I can't ...")."""
-    return bool(text) and bool(_REFUSAL_RE.match(text or ""))
+_UNABLE = (r"i (?:can(?:not|[’']t| not)|won[’']t|will not|must decline to|(?:am|[’']m) "
+           r"(?:unable to|not able to|not comfortable))")
+_APOLOGY = (r"(?:(?:(?:i[’']m|i am) (?:so |very |really )?sorry|sorry|unfortunately|apologies)"
+            r"[,.!]*\s+(?:but,?\s+)?)?")
+_USER_TEXT_REFUSAL_RE = re.compile(
+    r"^\s*(?:as an ai\b|as a language model\b|" + _APOLOGY + _UNABLE + r"\s+(?:"
+    r"(?:help|assist|comply|fulfil{1,2})\b"
+    r"|(?:do|write|create|generate|provide|produce|continue|engage in|participate in)"
+    r"\s+(?:that|this|such)\b"
+    r"|(?:pretend|role-?play|impersonate|act as|play (?:the )?(?:role|part))\b))",
+    re.IGNORECASE,
+)
+
+
+def looks_like_refusal(text: str | None, *, user_text: bool = False) -> bool:
+    """True when text opens like a model refusal ("I'm sorry, but I can't ...").
+
+    `user_text=True` is for a field that holds a user's message (a structured reply's
+    `message` or `follow_up`): customers open with "I'm sorry to bother you" or "I can't
+    create an account" all the time, so there only an unmistakable refusal counts (an
+    apology or "I can't" about helping, complying, doing *that*, or playing the role).
+    """
+    if not text:
+        return False
+    return bool((_USER_TEXT_REFUSAL_RE if user_text else _REFUSAL_RE).match(text))
 
 
 class BudgetExceeded(Exception):
@@ -381,7 +403,7 @@ class LLMClient:
                 convo = reask_messages(convo, reply.content, error, max_echo=MAX_ECHO_CHARS)
                 continue
             for f in refusal_fields:
-                if looks_like_refusal(getattr(value, f, None)):
+                if looks_like_refusal(getattr(value, f, None), user_text=True):
                     return StructuredResult(None, "refusal", reply.content,
                                             f"refusal: {_short(str(getattr(value, f)))}",
                                             attempt + 1)

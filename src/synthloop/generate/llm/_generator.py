@@ -33,6 +33,7 @@ from synthloop.generate.llm._prompts import (
     DEFAULT_REACTION,
     DEFAULT_SYSTEM,
     Template,
+    check_variables,
     compile_template,
     load_template,
 )
@@ -50,6 +51,8 @@ from synthloop.schema import (
 )
 
 DEFAULT_CACHE = Path(".synthloop") / "cache.sqlite"
+REACTION_VARIABLES = ("conversation", "want_feedback", "want_follow_up", "turn")
+"""What `reaction_template` sees besides the opener's variables."""
 DEDUP_REPORT = "dedup_report.json"
 
 
@@ -255,6 +258,24 @@ class SessionMaker:
         ctx["style_instruction"] = self._style_cache[key]
         return ctx
 
+    def check_templates(self, cell: Cell, extra: Sequence[Template] = (),
+                        extra_names: Sequence[str] = ()) -> None:
+        """Every prompt template (and `extra` ones, which also see `extra_names`) may name
+        only the variables it is rendered with: a typo in the reaction prompt, which is first
+        rendered after paid requests, stops the command before any request (and in
+        `--dry-run`)."""
+        base = set(self.context(cell, 0))
+        check_variables(self.prompts.system, base)
+        check_variables(self.prompts.opener, base)
+        check_variables(self.prompts.reaction, base | set(REACTION_VARIABLES))
+        check_variables(self.prompts.assistant_system, {"product"})
+        for style in self.spec.styles:
+            check_variables(compile_template(
+                style.instruction, f"{self.spec_path}: styles[{style.name}].instruction"),
+                base - {"style_instruction"})
+        for tmpl in extra:
+            check_variables(tmpl, base | set(extra_names))
+
     def opener_messages(self, cell: Cell, variant: int, avoid: Sequence[str] = ()
                         ) -> list[dict[str, str]]:
         ctx = self.context(cell, variant, avoid)
@@ -264,7 +285,7 @@ class SessionMaker:
     def reaction_messages(self, cell: Cell, variant: int, conversation: list[dict[str, str]],
                           want_feedback: bool, want_follow_up: bool) -> list[dict[str, str]]:
         ctx = self.context(cell, variant)
-        ctx.update(conversation=conversation, want_feedback=want_feedback,
+        ctx.update(conversation=conversation, want_feedback=want_feedback,  # REACTION_VARIABLES
                    want_follow_up=want_follow_up, turn=len(conversation) // 2)
         return [{"role": "system", "content": self.prompts.system.render(**ctx)},
                 {"role": "user", "content": self.prompts.reaction.render(**ctx)}]
@@ -546,6 +567,7 @@ def run_spec(spec_path: Path, data: dict[str, Any], out: Path, options: Generate
         skeleton, skeleton_hash = load_skeleton(spec, spec_path, seed)
     cells = plan_cells(spec, n, seed, skeleton)
     maker = SessionMaker(spec, prompts, None, seed, spec_path)
+    maker.check_templates(cells[0])
     if options.dry_run:
         print_plan(dry_run_plan(spec, maker, cells, budget_usd), spec, seed)
         return None

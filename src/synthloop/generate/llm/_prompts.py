@@ -7,11 +7,13 @@ A spec's template field is either inline Jinja text or the path of a `.j2` (`.ji
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.meta
 from jinja2.sandbox import SandboxedEnvironment
 
 from synthloop.config import read_text
@@ -105,6 +107,17 @@ class Template:
                               hint=f"variables: {', '.join(sorted(context))}") from None
         except jinja2.TemplateError as e:
             raise ConfigError(f"{self.where}: template error: {e}") from None
+
+
+def check_variables(template: Template, known: Iterable[str]) -> None:
+    """Raise the error a render would raise if `template` names a variable outside `known`,
+    in any branch: found from the parsed template, before any request is sent."""
+    names = set(known)
+    used = jinja2.meta.find_undeclared_variables(_ENV.parse(template.source))
+    unknown = sorted(used - names - set(_ENV.globals))
+    if unknown:
+        raise ConfigError(f"{template.where}: '{unknown[0]}' is undefined",
+                          hint=f"variables: {', '.join(sorted(names))}")
 
 
 def compile_template(source: str, where: str) -> Template:
