@@ -385,3 +385,25 @@ def test_a_removed_scorer_leaves_the_comparison(tmp_path: Path) -> None:
     assert [h.split(":")[0] for h in second.candidates[0].headline] == ["correct"]
     scores = json.loads((second.candidates[0].run / "scores.json").read_text())
     assert set(scores["metrics"]) == {"correct"}
+
+
+def test_check_catches_an_unknown_segment_key_before_any_work(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    policy = {"rules": [{"metric": "correct", "max_drop": 0.1, "segments": ["intent", "intnet"]}]}
+    # a rules spec always writes the same tag keys: known without generating anything
+    cfg = make_project(tmp_path, policy=policy)
+    assert main(["run", str(cfg), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert "segments: the evalset has no tag `intnet`" in err and "did you mean `intent`" in err
+    assert len(err.strip().splitlines()) == 1
+    assert main(["run", str(cfg)]) == 2
+    capsys.readouterr()
+    assert not (tmp_path / "work").exists()
+
+    # an existing evalset (`ref`) is read, not replayed
+    good = make_project(tmp_path / "g")
+    pinned = run_pipeline(good, progress=False).evalset
+    cfg = make_project(tmp_path / "r", policy=policy, evalset={"ref": str(pinned)})
+    assert main(["run", str(cfg), "--check"]) == 2
+    assert "no tag `intnet`" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "work").exists()

@@ -613,20 +613,57 @@ def _segment_keys(policy: Any) -> list[str]:
     return keys
 
 
-def _check_segments(ctx: _Ctx, evalset: Any, keys: list[str], source: str) -> None:
+def _tag_keys(evalset: Any) -> set[str]:
     import pyarrow.compute as pc
 
-    if not keys:
-        return
     found: set[str] = set()
     for batch in evalset.iter_batches():
         tags = batch.column(batch.schema.get_field_index("tags"))
         found.update(k for k in pc.unique(pc.list_flatten(tags).field("key")).to_pylist()
                      if k is not None)
+    return found
+
+
+def _missing_segment(keys: list[str], found: set[str], source: str, where: str) -> None:
+    import difflib
+
     missing = [k for k in keys if k not in found]
     if missing:
+        close = difflib.get_close_matches(missing[0], sorted(found), n=1, cutoff=0.6)
+        hint = f"did you mean `{close[0]}`? " if close else ""
         raise ConfigError(f"{source}: segments: the evalset has no tag `{missing[0]}`",
-                          hint=f"tag keys in {evalset.path}: {', '.join(sorted(found)) or 'none'}")
+                          hint=f"{hint}tag keys in {where}: {', '.join(sorted(found)) or 'none'}")
+
+
+def _check_segments(ctx: _Ctx, evalset: Any, keys: list[str], source: str) -> None:
+    if keys:
+        _missing_segment(keys, _tag_keys(evalset), source, str(evalset.path))
+
+
+def _check_segments_early(ctx: _Ctx, keys: list[str], source: str) -> None:
+    """Segment keys the evalset cannot have fail before any work, where the tag keys are
+    known without generating: a rules spec always writes the same tags, and an existing
+    evalset (`ref`) can be read. sdv and llm specs are checked after the evalset stage."""
+    from synthloop.evalsets import open_evalset
+
+    stage = ctx.config.evalset
+    if not keys:
+        return
+    if stage.ref is not None:
+        ref_path = _resolve(ctx.base, stage.ref)
+        es = open_evalset(ref_path if ref_path.exists() else stage.ref)
+        _missing_segment(keys, _tag_keys(es), source, str(es.path))
+        return
+    assert stage.generate is not None
+    spec = _resolve(ctx.base, stage.generate)
+    if not spec.is_file():
+        raise ConfigError(f"{ctx.path}: evalset.generate: spec {spec} not found",
+                          hint="paths are relative to the pipeline file")
+    data = parse_document(spec)
+    if isinstance(data, dict) and data.get("kind", "rules") == "rules":
+        from synthloop.generate._rules._engine import TAG_KEYS
+
+        _missing_segment(keys, set(TAG_KEYS), source, f"evalsets generated from {spec}")
 
 
 def _regressions(verdict: Any, comparison: Any) -> list[Regression]:
@@ -718,6 +755,7 @@ def _prepare(config_path: str | Path, *, workdir: str | Path | None, force: bool
         metrics.append(config.feedback_model.metric)
         _scorers_config(ctx, Path("feedback-model"))  # its metric name clashes with none
     _check_policy_early(ctx, policy, policy_source, metrics)
+    _check_segments_early(ctx, _segment_keys(policy), policy_source)
     return _Plan(ctx=ctx, name=name, policy=policy, policy_source=policy_source,
                  baseline=baseline, base_label=base_label, candidates=cands, metrics=metrics)
 
