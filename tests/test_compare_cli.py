@@ -233,3 +233,25 @@ def test_damaged_comparison_names_the_problem(compared: dict[str, Path], policy:
     assert code == 2 and len(stderr.strip().splitlines()) == 1
     assert "invalid comparison file: (top level): Invalid JSON: EOF while parsing" in stderr
     assert not (tmp_path / "verdict.json").exists()
+
+
+def test_compare_into_a_gated_cmpdir_removes_the_stale_verdict(
+        tmp_path: Path, policy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base, cand = _runs(tmp_path / "runs", n=400, p_disc=0.3)
+    cmpdir = tmp_path / "cmp"
+    assert cli(capsys, "compare", str(base), str(cand), "--out", str(cmpdir))[0] == 0
+    cli(capsys, "gate", str(cmpdir), "--policy", str(policy), "--no-step-summary")
+    assert (cmpdir / "verdict.json").is_file()
+    # comparing again into the same CMPDIR (e.g. with other runs) makes that verdict stale
+    code, _, err = cli(capsys, "compare", str(cand), str(base), "--out", str(cmpdir))
+    assert code == 0
+    assert not (cmpdir / "verdict.json").exists()
+    assert f"removed {cmpdir / 'verdict.json'}" in err and "synthloop gate" in err
+    assert (cmpdir / "comparison.json").is_file()
+    # a comparison that fails leaves the directory as it was
+    cli(capsys, "gate", str(cmpdir), "--policy", str(policy), "--no-step-summary")
+    code, _, err = cli(capsys, "compare", str(base), str(tmp_path / "nope"), "--out", str(cmpdir))
+    assert code == 2 and (cmpdir / "verdict.json").is_file()
+    # and no note without a verdict to remove
+    (cmpdir / "verdict.json").unlink()
+    assert "removed" not in cli(capsys, "compare", str(base), str(cand), "--out", str(cmpdir))[2]

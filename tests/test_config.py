@@ -177,3 +177,77 @@ def test_file_hash(tmp_path: Path) -> None:
 
     p = write(tmp_path, "abc", "f.txt")
     assert file_hash(p) == hashlib.sha256(b"abc").hexdigest()
+
+
+# --------------------------------------------------------------------------- the wrong kind of file
+WRONG_FILES = [
+    # (command line, the file passed, what it is, what the command reads)
+    (["generate", "configs/quickstart.yaml", "--out", "OUT"], "configs/quickstart.yaml",
+     "a pipeline file (for `synthloop run`)", "a generator spec"),
+    (["run", "generators/support_assistant.yaml", "--check"], "generators/support_assistant.yaml",
+     "a generator spec (for `synthloop generate`)", "a pipeline file"),
+    (["run", "generators/sdv_example.yaml", "--check"], "generators/sdv_example.yaml",
+     "a generator spec (for `synthloop generate`)", "a pipeline file"),
+    (["ingest", "logs.csv", "--mapping", "configs/targets/demo-v1.yaml", "--out", "OUT"],
+     "configs/targets/demo-v1.yaml", "a target file (for `synthloop replay --target`)",
+     "an ingest mapping"),
+    (["score", "RUN", "--scorers", "configs/policy.yaml"], "configs/policy.yaml",
+     "a gate policy (for `synthloop gate --policy`)", "a scorers file"),
+    (["run", "configs/mappings/chat_logs.yaml", "--check"], "configs/mappings/chat_logs.yaml",
+     "an ingest mapping (for `synthloop ingest --mapping`)", "a pipeline file"),
+    (["replay", "--evalset", "evalsets/support/v1", "--target", "configs/policy.yaml", "--out",
+      "OUT"], "configs/policy.yaml", "a gate policy (for `synthloop gate --policy`)",
+     "a target file"),
+    (["generate", "configs/targets/demo-v1.yaml", "--out", "OUT"], "configs/targets/demo-v1.yaml",
+     "a target file (for `synthloop replay --target`)", "a generator spec"),
+]
+
+
+@pytest.mark.parametrize(("argv", "path", "looks_like", "expected"), WRONG_FILES,
+                         ids=[f"{w[0][0]}-{Path(w[1]).name}" for w in WRONG_FILES])
+def test_a_config_of_another_kind_gets_one_line_naming_its_kind(
+        argv: list[str], path: str, looks_like: str, expected: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from synthloop.cli import main
+    from tests.conftest import REPO
+
+    monkeypatch.chdir(REPO)
+    (tmp_path / "logs.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "RUN").mkdir()
+    argv = [str(tmp_path / "out") if a == "OUT" else str(tmp_path / a)
+            if a in ("logs.csv", "RUN") else a for a in argv]
+    assert main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [f"synthloop: error: {path}: looks like {looks_like}, not "
+                                f"{expected} (check the path, or pass it to the command named)"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_gate_policy_given_a_scorers_file_says_so() -> None:
+    from synthloop.gate import load_policy
+    from tests.conftest import REPO
+
+    with pytest.raises(ConfigError) as e:
+        load_policy(REPO / "configs" / "scorers.yaml")
+    assert "looks like a scorers file (for `synthloop score --scorers`), not a gate policy" in \
+        str(e.value)
+
+
+def test_a_genuine_typo_still_lists_every_problem(tmp_path: Path) -> None:
+    from synthloop.pipeline import load_pipeline
+
+    p = tmp_path / "p.yaml"
+    # the keys of a pipeline, one misspelt: not another kind, so the full list with hints
+    p.write_text("evalset: {generate: s.yaml}\ntargets: {baseline: a.yaml, candidates: [b.yaml]}\n"
+                 "scorers: s.yaml\npolicy: p.yaml\nworkdri: w\nconcurency: 2\n")
+    with pytest.raises(ConfigError) as e:
+        load_pipeline(p)
+    assert "looks like" not in str(e.value)
+    assert any("workdri: unknown key (did you mean `workdir`?)" in x for x in e.value.problems)
+    assert len(e.value.problems) == 2
+    # a policy with a misspelt key is still a policy
+    p.write_text("rules: [{metric: x, max_drop: 0.1}]\nmin_case: 3\n")
+    from synthloop.gate import load_policy
+
+    with pytest.raises(ConfigError, match="did you mean `min_cases`"):
+        load_policy(p)

@@ -325,3 +325,85 @@ def test_ci_config_endpoints_come_from_the_ci_job() -> None:
         assert t["base_url"] in ("${BASELINE_URL}", "${CANDIDATE_URL}"), t
     readme = (REPO / "README.md").read_text()
     assert "BASELINE_URL:" in readme and "CANDIDATE_URL:" in readme
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:60])
+
+
+def test_damaged_cached_stages_are_redone_not_trusted(tmp_path: Path) -> None:
+    cfg = make_project(tmp_path)
+    first = run_pipeline(cfg, progress=False)
+    cand = first.candidates[0]
+    verdict = first.exit_code
+
+    # a truncated scores file (disk full, killed copy) is scored again, not reused
+    _truncate(cand.run / "scores.parquet")
+    shutil.rmtree(cand.comparison)
+    st = statuses(r := run_pipeline(cfg, progress=False))
+    assert st["score cand"] == "ran" and st["compare cand"] == "ran" and st["score base"] == "reused"
+    assert r.exit_code == verdict
+
+    # a truncated comparison is compared again
+    _truncate(cand.comparison / "comparison.json")
+    st = statuses(r := run_pipeline(cfg, progress=False))
+    assert st["compare cand"] == "ran" and r.exit_code == verdict
+
+    # a damaged or missing responses file is rebuilt from the run's log
+    _truncate(cand.run / "responses.parquet")
+    st = statuses(r := run_pipeline(cfg, progress=False))
+    assert st["replay cand"] == "ran" and r.exit_code == verdict
+    (cand.run / "responses.parquet").unlink()
+    assert statuses(run_pipeline(cfg, progress=False))["replay cand"] == "ran"
+
+    # a half-deleted run folder (no manifest) is replayed afresh
+    (cand.run / "manifest.json").unlink()
+    st = statuses(r := run_pipeline(cfg, progress=False))
+    assert st["replay cand"] == "ran" and r.exit_code == verdict
+
+    # a damaged evalset shard or manifest regenerates the (same) version
+    shard = next(first.evalset.glob("*.arrow"))
+    _truncate(shard)
+    st = statuses(r := run_pipeline(cfg, progress=False))
+    assert st["evalset"] == "ran" and r.evalset_hash == first.evalset_hash
+    assert st["replay base"] == "reused"
+    (first.evalset / "manifest.json").write_text("{")
+    assert statuses(run_pipeline(cfg, progress=False))["evalset"] == "ran"
+    again = statuses(run_pipeline(cfg, progress=False))
+    assert {v for k, v in again.items() if not k.startswith("gate")} == {"reused"}
+
+
+def test_a_removed_scorer_leaves_the_comparison(tmp_path: Path) -> None:
+    cfg = make_project(tmp_path)
+    _write(tmp_path / "scorers.yaml", {"scorers": [
+        {"name": "correct", "kind": "exact_match"}, {"name": "f1", "kind": "token_f1"}]})
+    first = run_pipeline(cfg, progress=False)
+    assert any(h.startswith("f1:") for h in first.candidates[0].headline)
+    _write(tmp_path / "scorers.yaml", {"scorers": [{"name": "correct", "kind": "exact_match"}]})
+    second = run_pipeline(cfg, progress=False)
+    assert statuses(second)["score cand"] == "ran"
+    assert [h.split(":")[0] for h in second.candidates[0].headline] == ["correct"]
+    scores = json.loads((second.candidates[0].run / "scores.json").read_text())
+    assert set(scores["metrics"]) == {"correct"}
+
+
+def test_check_catches_an_unknown_segment_key_before_any_work(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    policy = {"rules": [{"metric": "correct", "max_drop": 0.1, "segments": ["intent", "intnet"]}]}
+    # a rules spec always writes the same tag keys: known without generating anything
+    cfg = make_project(tmp_path, policy=policy)
+    assert main(["run", str(cfg), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert "segments: the evalset has no tag `intnet`" in err and "did you mean `intent`" in err
+    assert len(err.strip().splitlines()) == 1
+    assert main(["run", str(cfg)]) == 2
+    capsys.readouterr()
+    assert not (tmp_path / "work").exists()
+
+    # an existing evalset (`ref`) is read, not replayed
+    good = make_project(tmp_path / "g")
+    pinned = run_pipeline(good, progress=False).evalset
+    cfg = make_project(tmp_path / "r", policy=policy, evalset={"ref": str(pinned)})
+    assert main(["run", str(cfg), "--check"]) == 2
+    assert "no tag `intnet`" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "work").exists()

@@ -173,8 +173,66 @@ def _tag_names(model: type[BaseModel]) -> set[str]:
     return set(getattr(model, "__discriminator_tags__", set()))
 
 
+CONFIG_KINDS: tuple[tuple[str, str, str, str | None], ...] = (
+    # what the file is, the command that reads it, its model, its `kind:` (None: has none)
+    ("a pipeline file", "synthloop run", "synthloop.pipeline:PipelineConfig", None),
+    ("a generator spec", "synthloop generate", "synthloop.generate._rules._spec:RulesSpec",
+     "rules"),
+    ("a generator spec", "synthloop generate", "synthloop.generate.sdv:SdvSpec", "sdv"),
+    ("a generator spec", "synthloop generate", "synthloop.generate.llm._spec:LLMSpec", "llm"),
+    ("a target file", "synthloop replay --target",
+     "synthloop.targets._openai:OpenAITargetConfig", "openai"),
+    ("a target file", "synthloop replay --target", "synthloop.targets._http:HTTPTargetConfig",
+     "http"),
+    ("a target file", "synthloop replay --target",
+     "synthloop.targets._python:PythonTargetConfig", "python"),
+    ("a scorers file", "synthloop score --scorers", "synthloop.scorers._runner:ScorersConfig",
+     None),
+    ("a gate policy", "synthloop gate --policy", "synthloop.gate._policy:Policy", None),
+    ("an ingest mapping", "synthloop ingest --mapping", "synthloop.ingest._mapping:LogMapping",
+     None),
+    ("a feedback training config", "synthloop feedback train --config",
+     "synthloop.scorers.feedback:FeedbackTrainConfig", None),
+)
+"""The synthloop config kinds, for telling a user who passed one kind where another is read."""
+WRONG_KIND_HINT = "check the path, or pass it to the command named"
+
+
+def wrong_kind(data: Mapping[str, Any], model: type[BaseModel] | None = None, *,
+               expected: str | None = None) -> str | None:
+    """When `data` failed to validate as `model` (or, before a model is known, as `expected`:
+    e.g. "a target file") but its keys are exactly those of another synthloop config kind (all
+    of its required keys, none it does not know), say which:
+    `looks like a pipeline file (for `synthloop run`), not a generator spec`."""
+    import importlib
+
+    keys = {k for k in data if isinstance(k, str)}
+    if model is not None:
+        if not keys - set(model.model_fields):
+            return None  # no unknown key: a genuine problem with a value, not the wrong file
+        ref = f"{model.__module__}:{model.__qualname__}"
+        own = next((k for k in CONFIG_KINDS if k[2] == ref), None)
+        expected = own[0] if own is not None else expected
+    for label, command, other, kind in CONFIG_KINDS:
+        if label == expected:
+            continue
+        if kind is not None and data.get("kind", "rules") != kind:
+            continue  # (a spec without `kind:` is a rules spec)
+        module, _, name = other.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):  # pragma: no cover - an optional extra missing
+            continue
+        fields = cls.model_fields
+        required = {n for n, f in fields.items() if f.is_required()}
+        if keys <= set(fields) and required <= keys:
+            return f"looks like {label} (for `{command}`), not {expected or 'this file kind'}"
+    return None
+
+
 def validate_data(data: Any, model: type[M], source: str) -> M:
-    """Validate already-parsed data into `model`, raising one ConfigError with every problem."""
+    """Validate already-parsed data into `model`, raising one ConfigError with every problem;
+    a file of another synthloop config kind gets one line saying which kind it is."""
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
@@ -183,6 +241,9 @@ def validate_data(data: Any, model: type[M], source: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as e:
+        diagnosis = wrong_kind(data, model)
+        if diagnosis is not None:
+            raise ConfigError(f"{source}: {diagnosis}", hint=WRONG_KIND_HINT) from None
         problems = validation_problems(e, model, source)
         head = problems[0] if len(problems) == 1 else f"{source}: {len(problems)} problems"
         raise ConfigError(head, problems=problems) from None

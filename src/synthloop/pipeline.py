@@ -330,10 +330,18 @@ def _evalset_stage(ctx: _Ctx, stage: EvalsetStage, label: str) -> Any:
     out = ctx.workdir / "evalsets" / _slug(spec.stem) / key
     ctx.redo(out)
     if (out / "manifest.json").exists():
-        es = open_evalset(out)
-        ctx.record(label, "reused", out, t0, f"{len(es):,} cases")
-        return es
-    if out.exists():  # an empty or foreign folder cannot be a finished version
+        try:
+            es = open_evalset(out)
+            # every shard is there and whole (memory-mapped: cheap even for a big version)
+            rows = sum(b.num_rows for b in es.iter_batches())
+            if rows != len(es):
+                raise DataError(f"{out}: {rows:,} cases in the data, {len(es):,} in the manifest")
+            ctx.record(label, "reused", out, t0, f"{len(es):,} cases")
+            return es
+        except DataError as e:  # a damaged cached version is regenerated, never trusted
+            _say(ctx.log, f"[{label}] cached version is damaged, generating it again: "
+                 f"{e.message}")
+    if out.exists():  # an empty, damaged or foreign folder cannot be a finished version
         shutil.rmtree(out)
     manifest = generate(spec, out, GenerateOptions(seed=stage.seed, sessions=stage.sessions,
                                                    name=stage.name, progress=ctx.progress))
@@ -424,7 +432,7 @@ def _replay_stage(ctx: _Ctx, evalset: Any, target: Any, label: str) -> Path:
     out = ctx.workdir / "runs" / f"{_slug(label)}-{key}"
     run = RunDir(out)
     ctx.redo(out)
-    if run.exists() and run.responses_path.exists() and run.manifest().status == "complete":
+    if _run_intact(ctx, run, label):
         m = run.manifest()
         ctx.record(f"replay {label}", "reused", out, t0, f"{m.counts.total:,} responses")
         return out
@@ -433,6 +441,37 @@ def _replay_stage(ctx: _Ctx, evalset: Any, target: Any, label: str) -> Path:
     detail = f"{m.counts.total:,} responses, {m.counts.error:,} errors, {m.counts.cached:,} cached"
     ctx.record(f"replay {label}", "ran", out, t0, detail)
     return out
+
+
+def _run_intact(ctx: _Ctx, run: Any, label: str) -> bool:
+    """True when the cached run is complete and readable. A run folder that is damaged
+    (manifest missing or unreadable) is removed so the replay starts afresh; a damaged or
+    missing responses file is removed so the replay rebuilds it from log.jsonl. Neither
+    calls a model again for a request the response cache holds."""
+    import pyarrow.parquet as pq
+
+    if not run.path.exists():
+        return False
+    try:
+        m = run.manifest()
+    except DataError as e:
+        _say(ctx.log, f"[replay {label}] cached run is damaged, replaying again: {e.message}")
+        shutil.rmtree(run.path)
+        return False
+    if m.status != "complete":
+        return False  # interrupted: the replay resumes it
+    try:
+        rows = pq.read_metadata(run.responses_path).num_rows
+    except FileNotFoundError:
+        return False
+    except Exception:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+        rows = -1
+    if rows != m.counts.total:
+        _say(ctx.log, f"[replay {label}] {run.responses_path.name} is damaged, rebuilding it "
+             "from log.jsonl")
+        run.responses_path.unlink()
+        return False
+    return True
 
 
 def _scorers_config(ctx: _Ctx, feedback: Path | None) -> Any:
@@ -479,14 +518,21 @@ def _score_stage(ctx: _Ctx, run_path: Path, label: str, scorers: Any) -> str:
     ctx.made.add(marker)
     if not forced and marker.exists() and run.scores_path.exists():
         try:
-            if json.loads(marker.read_text()).get("key") == key:
+            done = json.loads(marker.read_text())
+            # the scores file must be the one this key wrote (not truncated or replaced)
+            if (isinstance(done, dict) and done.get("key") == key
+                    and done.get("scores") == file_hash(run.scores_path)):
                 ctx.record(f"score {label}", "reused", run.scores_path, t0)
                 return key
-        except (json.JSONDecodeError, OSError):
+        except (json.JSONDecodeError, OSError, UnicodeDecodeError):
             pass
     marker.unlink(missing_ok=True)
+    # score from scratch: `score_run` keeps the metrics of scorers it is not given, so a scorer
+    # removed from the pipeline would stay in the comparison; a damaged file could not be read
+    run.scores_path.unlink(missing_ok=True)
+    run.scores_summary_path.unlink(missing_ok=True)
     summary = score_run(run_path, scorers, progress=ctx.progress)
-    write_atomic(marker, json.dumps({"key": key}) + "\n")
+    write_atomic(marker, json.dumps({"key": key, "scores": file_hash(run.scores_path)}) + "\n")
     metrics = summary.get("metrics", {}) if isinstance(summary, dict) else {}
     detail = ", ".join(f"{k} {_fmt_mean(v)}" for k, v in metrics.items())
     ctx.record(f"score {label}", "ran", run.scores_path, t0, detail)
@@ -503,15 +549,21 @@ def _fmt_mean(summary: Any) -> str:
 
 def _compare_stage(ctx: _Ctx, base_run: Path, cand_run: Path, label: str, keys: list[str],
                    options: dict[str, Any]) -> Path:
-    from synthloop.stats import COMPARISON_FILE, compare_runs, write_comparison
+    from synthloop.stats import COMPARISON_FILE, compare_runs, read_comparison, write_comparison
 
     t0 = time.perf_counter()
     key = _digest("compare", keys, options, ctx.config.seed, __version__)[:16]
     out = ctx.workdir / "compare" / f"{_slug(label)}-{key}"
     ctx.redo(out)
     if (out / COMPARISON_FILE).exists():
-        ctx.record(f"compare {label}", "reused", out, t0)
-        return out
+        try:
+            read_comparison(out)
+            ctx.record(f"compare {label}", "reused", out, t0)
+            return out
+        except DataError as e:  # a damaged cached comparison is redone, never trusted
+            _say(ctx.log, f"[compare {label}] cached comparison is damaged, comparing again: "
+                 f"{e.message}")
+            shutil.rmtree(out)
     cmp = compare_runs(base_run, cand_run, seed=ctx.config.seed, **options)
     write_comparison(cmp, out)
     ctx.record(f"compare {label}", "ran", out, t0,
@@ -561,20 +613,57 @@ def _segment_keys(policy: Any) -> list[str]:
     return keys
 
 
-def _check_segments(ctx: _Ctx, evalset: Any, keys: list[str], source: str) -> None:
+def _tag_keys(evalset: Any) -> set[str]:
     import pyarrow.compute as pc
 
-    if not keys:
-        return
     found: set[str] = set()
     for batch in evalset.iter_batches():
         tags = batch.column(batch.schema.get_field_index("tags"))
         found.update(k for k in pc.unique(pc.list_flatten(tags).field("key")).to_pylist()
                      if k is not None)
+    return found
+
+
+def _missing_segment(keys: list[str], found: set[str], source: str, where: str) -> None:
+    import difflib
+
     missing = [k for k in keys if k not in found]
     if missing:
+        close = difflib.get_close_matches(missing[0], sorted(found), n=1, cutoff=0.6)
+        hint = f"did you mean `{close[0]}`? " if close else ""
         raise ConfigError(f"{source}: segments: the evalset has no tag `{missing[0]}`",
-                          hint=f"tag keys in {evalset.path}: {', '.join(sorted(found)) or 'none'}")
+                          hint=f"{hint}tag keys in {where}: {', '.join(sorted(found)) or 'none'}")
+
+
+def _check_segments(ctx: _Ctx, evalset: Any, keys: list[str], source: str) -> None:
+    if keys:
+        _missing_segment(keys, _tag_keys(evalset), source, str(evalset.path))
+
+
+def _check_segments_early(ctx: _Ctx, keys: list[str], source: str) -> None:
+    """Segment keys the evalset cannot have fail before any work, where the tag keys are
+    known without generating: a rules spec always writes the same tags, and an existing
+    evalset (`ref`) can be read. sdv and llm specs are checked after the evalset stage."""
+    from synthloop.evalsets import open_evalset
+
+    stage = ctx.config.evalset
+    if not keys:
+        return
+    if stage.ref is not None:
+        ref_path = _resolve(ctx.base, stage.ref)
+        es = open_evalset(ref_path if ref_path.exists() else stage.ref)
+        _missing_segment(keys, _tag_keys(es), source, str(es.path))
+        return
+    assert stage.generate is not None
+    spec = _resolve(ctx.base, stage.generate)
+    if not spec.is_file():
+        raise ConfigError(f"{ctx.path}: evalset.generate: spec {spec} not found",
+                          hint="paths are relative to the pipeline file")
+    data = parse_document(spec)
+    if isinstance(data, dict) and data.get("kind", "rules") == "rules":
+        from synthloop.generate._rules._engine import TAG_KEYS
+
+        _missing_segment(keys, set(TAG_KEYS), source, f"evalsets generated from {spec}")
 
 
 def _regressions(verdict: Any, comparison: Any) -> list[Regression]:
@@ -666,6 +755,7 @@ def _prepare(config_path: str | Path, *, workdir: str | Path | None, force: bool
         metrics.append(config.feedback_model.metric)
         _scorers_config(ctx, Path("feedback-model"))  # its metric name clashes with none
     _check_policy_early(ctx, policy, policy_source, metrics)
+    _check_segments_early(ctx, _segment_keys(policy), policy_source)
     return _Plan(ctx=ctx, name=name, policy=policy, policy_source=policy_source,
                  baseline=baseline, base_label=base_label, candidates=cands, metrics=metrics)
 

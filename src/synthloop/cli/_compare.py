@@ -11,6 +11,7 @@ with these cases, 2 on a usage, config or input error.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from synthloop.progress import progress_bar
     from synthloop.report import write_reports
     from synthloop.stats import compare_runs, write_comparison
+    from synthloop.stats._compare import VERDICT_FILE
 
     out: Path = args.out
     if out.exists() and not out.is_dir():
@@ -123,7 +125,13 @@ def run_compare(args: argparse.Namespace) -> int:
             max_segment_values=args.max_segment_values,
             on_metric=lambda name: bar.advance(1, metric=name),
         )
-    path = write_comparison(cmp, out)
+    stale = out / VERDICT_FILE
+    had_verdict = stale.is_file()
+    path = write_comparison(cmp, out)  # removes the old verdict.json
+    if had_verdict:
+        print(f"note: removed {stale}: it gated the comparison this one replaces; run "
+              f"`synthloop gate {out} --policy POLICY.yaml` again (reports an earlier gate "
+              "wrote describe the old comparison)", file=sys.stderr)
     write_reports(cmp, None, markdown=args.markdown, html=args.html, step_summary=False)
     base = cmp.baseline.target_name or cmp.baseline.model or cmp.baseline.path
     cand = cmp.candidate.target_name or cmp.candidate.model or cmp.candidate.path

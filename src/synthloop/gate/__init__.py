@@ -16,8 +16,7 @@ from synthloop.gate._evaluate import check_policy, evaluate, fmt, fmt_p
 from synthloop.gate._policy import Policy, Rule, load_policy
 from synthloop.gate._verdict import EXIT_CODES, CheckResult, Status, Verdict
 from synthloop.runs import write_atomic
-
-VERDICT_FILE = "verdict.json"
+from synthloop.stats._compare import VERDICT_FILE  # a new comparison removes it
 
 
 def write_verdict(verdict: Verdict, path: str | Path) -> Path:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from synthloop.config import parse_document
+from synthloop.config import WRONG_KIND_HINT, parse_document, wrong_kind
 from synthloop.errors import ConfigError
 from synthloop.registry import generators
 from synthloop.schema import EvalsetManifest
@@ -47,6 +47,10 @@ def spec_kind(spec_path: Path, data: Any) -> str:
     if not isinstance(data, dict):
         raise ConfigError(f"{spec_path}: expected a mapping at the top level of the spec")
     kind = data.get("kind", "rules")
+    if not isinstance(kind, str) or kind not in generators.names():
+        diagnosis = wrong_kind(data, expected="a generator spec")  # e.g. a target file
+        if diagnosis is not None:
+            raise ConfigError(f"{spec_path}: {diagnosis}", hint=WRONG_KIND_HINT)
     if not isinstance(kind, str):
         raise ConfigError(f"{spec_path}: kind: must be a string such as rules, sdv or llm")
     return kind

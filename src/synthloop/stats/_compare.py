@@ -782,12 +782,21 @@ def comparison_path(ref: str | Path) -> Path:
     return p if p.suffix == ".json" and not p.is_dir() else p / COMPARISON_FILE
 
 
+VERDICT_FILE = "verdict.json"
+"""`synthloop gate` writes CMPDIR/verdict.json (synthloop.gate.VERDICT_FILE): a verdict on the
+comparison beside it, so a new comparison makes it stale."""
+
+
 def write_comparison(comparison: Comparison, out: str | Path) -> Path:
-    """Write CMPDIR/comparison.json atomically (creating CMPDIR); returns the file path."""
+    """Write CMPDIR/comparison.json atomically (creating CMPDIR); returns the file path.
+
+    A `verdict.json` already in CMPDIR gated the comparison this one replaces, so it is
+    removed first: a new comparison never sits beside an old verdict."""
     d = Path(out)
     if d.exists() and not d.is_dir():
         raise DataError(f"{d}: exists and is not a directory", hint="choose another --out")
     d.mkdir(parents=True, exist_ok=True)
+    (d / VERDICT_FILE).unlink(missing_ok=True)
     path = d / COMPARISON_FILE
     write_atomic(path, comparison.model_dump_json(indent=1) + "\n")
     return path

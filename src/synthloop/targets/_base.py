@@ -24,7 +24,13 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from synthloop.config import interpolate_env, parse_document, validate_data
+from synthloop.config import (
+    WRONG_KIND_HINT,
+    interpolate_env,
+    parse_document,
+    validate_data,
+    wrong_kind,
+)
 from synthloop.errors import ConfigError, TargetError
 from synthloop.registry import targets
 from synthloop.schema import EvalCase, Response, TargetFingerprint
@@ -259,6 +265,10 @@ def load_target(spec: str | Path | Mapping[str, Any], *, name: str | None = None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of keys at the top level of the target")
     kind = data.get("kind")
+    if not isinstance(kind, str) or kind not in targets.names():
+        diagnosis = wrong_kind(data, expected="a target file")  # e.g. a policy passed here
+        if diagnosis is not None:
+            raise ConfigError(f"{source}: {diagnosis}", hint=WRONG_KIND_HINT)
     if not isinstance(kind, str):
         raise ConfigError(f"{source}: kind: required field is missing",
                           hint=f"add `kind:` with one of {', '.join(targets.names())}")
