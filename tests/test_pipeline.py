@@ -407,3 +407,49 @@ def test_check_catches_an_unknown_segment_key_before_any_work(
     assert main(["run", str(cfg), "--check"]) == 2
     assert "no tag `intnet`" in capsys.readouterr().err
     assert not (tmp_path / "r" / "work").exists()
+
+
+# ------------------------------------------------------------- what an evalset stage depends on
+def test_llm_spec_digest_follows_its_template_files_and_personas_from(tmp_path: Path) -> None:
+    """An edit to a `.j2` prompt an llm spec names, or to the rules spec it is grounded on,
+    must regenerate the evalset stage (and change the manifest's spec_hash), not reuse it."""
+    from synthloop.config import parse_document
+    from synthloop.generate.llm._generator import load_prompts, load_spec, spec_hash
+    from synthloop.pipeline import _spec_digest
+
+    (tmp_path / "opener.j2").write_text("Write the first message of {{ persona.name }}.\n")
+    shutil.copy(REPO / "generators" / "support_assistant.yaml", tmp_path / "rules.yaml")
+    shutil.copytree(REPO / "generators" / "templates", tmp_path / "templates")
+    spec = tmp_path / "llm.yaml"
+    spec.write_text(yaml.safe_dump({
+        "kind": "llm", "endpoint": {"base_url": "http://127.0.0.1:9/v1", "model": "m"},
+        "n": 5, "prompt_template": "opener.j2", "personas_from": "rules.yaml",
+        "intents": [{"name": "refund", "description": "wants money back"}]}))
+
+    def provenance_hash() -> str:
+        llm = load_spec(spec, parse_document(spec))
+        return spec_hash(spec, load_prompts(llm, spec))
+
+    d0, h0 = _spec_digest(spec), provenance_hash()
+    assert _spec_digest(spec) == d0  # stable
+    (tmp_path / "opener.j2").write_text("Write the opening message of {{ persona.name }}.\n")
+    d1, h1 = _spec_digest(spec), provenance_hash()
+    assert d1 != d0 and h1 != h0
+    rules = (tmp_path / "rules.yaml").read_text()
+    (tmp_path / "rules.yaml").write_text(rules.replace("seed: 7", "seed: 8", 1)
+                                         if "seed: 7" in rules else rules + "\n# edited\n")
+    assert _spec_digest(spec) != d1
+    assert provenance_hash() == h1  # the skeleton is recorded as source_data_hash instead
+
+
+def test_sdv_spec_digest_follows_its_ingest_sample(tmp_path: Path) -> None:
+    from synthloop.ingest import SAMPLE
+    from synthloop.pipeline import _spec_digest
+
+    (tmp_path / "ing").mkdir()
+    (tmp_path / "ing" / SAMPLE).write_bytes(b"first sample")
+    spec = tmp_path / "sdv.yaml"
+    spec.write_text("kind: sdv\nsource: ing\n")
+    d0 = _spec_digest(spec)
+    (tmp_path / "ing" / SAMPLE).write_bytes(b"re-ingested sample")
+    assert _spec_digest(spec) != d0

@@ -299,14 +299,47 @@ class _Ctx:
 
 
 def _spec_digest(spec: Path) -> str:
-    """The spec's content hash: the rules generator's spec hash (templates included) for rules
-    specs, the file's bytes otherwise."""
+    """What a generated evalset depends on besides seed, sessions and name. Rules specs: the
+    generator's spec hash (templates included). LLM specs: the spec file, every prompt
+    template, and what `personas_from` names. SDV specs: the spec file and the consented
+    ingest sample it is fitted on."""
     data = parse_document(spec)
-    if isinstance(data, dict) and data.get("kind", "rules") == "rules":
+    kind = data.get("kind", "rules") if isinstance(data, dict) else None
+    if kind == "rules":
         from synthloop.generate.rules import load_spec
 
         return load_spec(spec, data).spec_hash
+    if kind == "llm":
+        from synthloop.generate.llm._generator import load_prompts, spec_hash
+        from synthloop.generate.llm._generator import load_spec as load_llm_spec
+
+        llm = load_llm_spec(spec, data)
+        parts: list[str | None] = [spec_hash(spec, load_prompts(llm, spec))]
+        if llm.personas_from:
+            parts.append(_personas_digest(spec, llm.personas_from))
+        return _digest(*parts)
+    if kind == "sdv":
+        from synthloop.generate.sdv import _resolve as sdv_resolve
+        from synthloop.generate.sdv import load_spec as load_sdv_spec
+        from synthloop.ingest import SAMPLE
+
+        sample = sdv_resolve(spec, load_sdv_spec(spec, data).spec.source) / SAMPLE
+        return _digest(file_hash(spec), file_hash(sample) if sample.is_file() else None)
     return "sha256:" + file_hash(spec)
+
+
+def _personas_digest(spec: Path, ref: str) -> str | None:
+    """The content behind an llm spec's `personas_from`: a spec's digest or an evalset's hash
+    (None when it cannot be found: the generator then reports it)."""
+    from synthloop.evalsets import load_manifest, resolve
+
+    path = next((c for c in (spec.parent / ref, Path(ref)) if c.exists()), None)
+    if path is not None and path.is_file():
+        return _spec_digest(path)
+    try:
+        return load_manifest(path if path is not None else resolve(ref)).content_hash
+    except (DataError, ConfigError):
+        return None
 
 
 def _evalset_stage(ctx: _Ctx, stage: EvalsetStage, label: str) -> Any:

@@ -6,6 +6,7 @@ feedback), deduplicate, refill dropped cells, and write an evalset version atomi
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import tempfile
 from collections import Counter
@@ -220,6 +221,16 @@ def load_prompts(spec: LLMSpec, spec_path: Path) -> Prompts:
         assistant_system=load_template(spec.assistant.system_prompt, "",
                                        field="assistant.system_prompt", spec_path=spec_path),
     )
+
+
+def spec_hash(spec_path: Path, prompts: Prompts) -> str:
+    """The spec's hash for provenance and the pipeline's stage cache: the spec file's bytes
+    and the text of every prompt template it uses (the `.j2` files it names, or the shipped
+    defaults), so editing a template file changes it like editing the spec does."""
+    h = hashlib.sha256(file_hash(spec_path).encode())
+    for name in ("system", "opener", "reaction", "assistant_system"):
+        h.update(b"\0" + name.encode() + b"\0" + getattr(prompts, name).source.encode())
+    return "sha256:" + h.hexdigest()
 
 
 class SessionMaker:
@@ -639,7 +650,7 @@ def run_spec(spec_path: Path, data: dict[str, Any], out: Path, options: Generate
     if skeleton_hash:
         details["grounded_on"] = spec.personas_from
     provenance = Provenance(generator="llm", spec_path=str(spec_path),
-                            spec_hash="sha256:" + file_hash(spec_path), seed=seed,
+                            spec_hash=spec_hash(spec_path, prompts), seed=seed,
                             source_data_hash=skeleton_hash, details=details)
     report = {
         "config": spec.dedup.model_dump(),
