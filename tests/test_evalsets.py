@@ -144,6 +144,32 @@ def test_a_version_is_never_overwritten(tmp_path: Path) -> None:
     write_evalset(tmp_path / "v2", make_cases(2), provenance=PROV)
 
 
+def test_a_version_finished_by_another_process_meanwhile_wins(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # two writers of the same NAME/VERSION: the other one renames its version into place
+    # after this one's last check: this one gets a DataError, the other's rows stay whole
+    import shutil
+
+    import synthloop.evalsets as es
+
+    theirs = write_evalset(tmp_path / "theirs", make_cases(3, prefix="t"), provenance=PROV)
+    out = tmp_path / "evalsets" / "demo" / "v1"
+    real_check = es.check_new_version
+
+    def other_process_finishes_first(p: str | Path) -> Path:
+        checked = real_check(p)
+        shutil.copytree(tmp_path / "theirs", out)
+        return checked
+
+    with pytest.raises(DataError, match="another process wrote it"), \
+            EvalsetWriter(out, provenance=PROV) as w:
+        w.write_cases(make_cases(5))
+        monkeypatch.setattr(es, "check_new_version", other_process_finishes_first)
+        w.close()
+    assert open_evalset(out).content_hash == theirs.content_hash
+    assert sorted(p.name for p in out.parent.iterdir()) == ["v1"]  # no temporary left
+
+
 def test_rows_that_do_not_fit_the_schema_are_a_data_error(tmp_path: Path) -> None:
     with pytest.raises(DataError), EvalsetWriter(tmp_path / "v", provenance=PROV) as w:
         w.write_batch(pa.table({"case_id": ["a"]}))

@@ -13,6 +13,7 @@ rows in fixed 65,536-row batches, so it depends on the rows and their order only
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -503,9 +504,17 @@ class EvalsetWriter:
         (self.tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2))
         _fsync_dir(self.tmp)
         check_new_version(self.out)
-        if self.out.exists():
-            self.out.rmdir()  # empty directory left by the user: replace it
-        os.rename(self.tmp, self.out)
+        try:
+            # POSIX rename replaces an empty directory (one the user made) atomically and
+            # fails on a non-empty one: another process that finished the same version
+            # between the check above and here keeps its version, and this one loses
+            os.rename(self.tmp, self.out)
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                raise
+            raise DataError(f"{self.out}: already exists (another process wrote it while this "
+                            "one was writing); an evalset version is never overwritten",
+                            hint="choose a new --out directory") from None
         _fsync_dir(self.out.parent)
         self._closed = True
         return manifest
