@@ -313,6 +313,34 @@ def test_live_writers_temp_dirs_are_not_stale(tmp_path: Path) -> None:
         w.close()
 
 
+def test_gc_keeps_a_writer_whose_pid_is_unknown_here(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # a writer in another container or on another host sharing the folder: its pid does not
+    # exist in this pid namespace, but it is alive and still writing
+    import synthloop.evalsets as es
+
+    foreign = 999_999_999
+    monkeypatch.setattr(es, "_tmp_dir_for",
+                        lambda out: out.parent / f".{out.name}.tmp-{foreign}-abcd")
+    root = tmp_path / "evalsets"
+    with EvalsetWriter(root / "demo" / "v1", provenance=PROV) as w:
+        w.write_cases(make_cases(4))
+        assert stale_temp_dirs(root) == []
+        assert remove_stale_temp_dirs(root) == []
+        w.write_cases(make_cases(4, prefix="d"))
+        w.close()
+    assert len(open_evalset(root / "demo" / "v1")) == 8
+    # the same for an export being written there
+    seen: list[list[Path]] = []
+    export_evalset(open_evalset(root / "demo" / "v1"), root / "x.jsonl", "jsonl",
+                   on_batch=lambda n: seen.append(stale_temp_dirs(root)))
+    assert seen and all(s == [] for s in seen) and (root / "x.jsonl").exists()
+    # once the writer is gone its leftovers are stale
+    dead = root / "demo" / f".v2.tmp-{foreign}-ef"
+    dead.mkdir()
+    assert stale_temp_dirs(root) == [dead]
+
+
 # --------------------------------------------------------------------------- export
 def test_export_jsonl_parquet_csv(tmp_path: Path) -> None:
     cases = make_cases(40)

@@ -318,6 +318,53 @@ def _tmp_dir_for(out: Path) -> Path:
     return out.parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
 
 
+def _hold_lock(path: Path) -> int | None:
+    """Hold a shared `flock` on a temporary folder or file while it is being written.
+
+    The pid in a temporary name means nothing to `evalset gc` run in another container or on
+    another host sharing the folder; the lock does (`_is_locked`). Returns the descriptor to
+    close when the write is over, or None where there are no locks.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    with contextlib.suppress(OSError):  # a filesystem without locks: the pid check remains
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    return fd
+
+
+def _release_lock(fd: int | None) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def _is_locked(path: Path) -> bool:
+    """Whether a writer (in any process, container or host) still holds `path`'s lock."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
+
+
 def check_new_version(out: str | Path) -> Path:
     """Fail early, before any work, when `out` already holds something."""
     p = Path(out)
@@ -352,6 +399,7 @@ class EvalsetWriter:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = _tmp_dir_for(self.out)
         self.tmp.mkdir()
+        self._lock = _hold_lock(self.tmp)
         self._hasher = ContentHasher()
         self._feedback = _FeedbackTally()
         self._shard_files: list[Path] = []
@@ -377,6 +425,8 @@ class EvalsetWriter:
                 self._writer.close()
                 self._sink.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
+        _release_lock(self._lock)
+        self._lock = None
         self._closed = True
 
     # -- writing
@@ -515,6 +565,8 @@ class EvalsetWriter:
             raise DataError(f"{self.out}: already exists (another process wrote it while this "
                             "one was writing); an evalset version is never overwritten",
                             hint="choose a new --out directory") from None
+        _release_lock(self._lock)
+        self._lock = None
         _fsync_dir(self.out.parent)
         self._closed = True
         return manifest
@@ -753,8 +805,10 @@ def export_evalset(ev: Evalset, out: str | Path, fmt: str, *, overwrite: bool = 
         raise DataError(f"{dest}: already exists", hint="choose another --out or pass --force"
                         if not dest.is_dir() else "--out must be a file path")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp = _tmp_dir_for(dest)
     rows = 0
+    tmp.touch(exist_ok=False)
+    lock = _hold_lock(tmp)
     try:
         if fmt == "parquet":
             with pq.ParquetWriter(str(tmp), ARROW_SCHEMA) as pw:
@@ -784,6 +838,8 @@ def export_evalset(ev: Evalset, out: str | Path, fmt: str, *, overwrite: bool = 
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+    finally:
+        _release_lock(lock)
     return rows
 
 
@@ -843,7 +899,11 @@ def diff_versions(a: Evalset, b: Evalset, *, limit: int | None = 20) -> dict[str
 
 # --------------------------------------------------------------------------- stale temporaries
 def stale_temp_dirs(root: str | Path = DEFAULT_ROOT) -> list[Path]:
-    """Hidden temporary directories left by writers that died (their process is gone)."""
+    """Hidden temporary directories left by writers that died.
+
+    One is stale when its writer's pid is not running here and no writer holds its lock: a
+    writer in another container or on another host (whose pid is unknown here) keeps it.
+    """
     base = Path(root)
     found: list[Path] = []
     if not base.exists():
@@ -860,7 +920,9 @@ def stale_temp_dirs(root: str | Path = DEFAULT_ROOT) -> list[Path]:
             alive = False
         except PermissionError:
             alive = True
-        if not alive:  # a live pid (ours, or a reused one) is left alone
+        # a live pid (ours, or a reused one) is left alone, and so is a folder whose writer
+        # still holds its lock (a process in another pid namespace or on another host)
+        if not alive and not _is_locked(d):
             found.append(d)
     return found
 
