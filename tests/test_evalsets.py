@@ -455,3 +455,18 @@ def test_diff_counts_added_removed_changed(tmp_path: Path) -> None:
     assert same["identical"] and same["changed"] == 0
     assert len(diff_versions(open_evalset(tmp_path / "a"), open_evalset(tmp_path / "b"),
                              limit=1)["removed_ids"]) == 1
+    # the library's diff() streams through diff_versions: it never loads a whole table
+    import synthloop.evalsets as es
+
+    def no_table(self: object) -> None:
+        raise AssertionError("diff() loaded a whole table")
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(es.Evalset, "table", no_table)
+    try:
+        full = es.diff(open_evalset(tmp_path / "a"), open_evalset(tmp_path / "b"))
+    finally:
+        mp.undo()
+    assert (full["added"], full["removed"], full["changed"]) == (
+        ["new00000", "new00001"], ["c00000", "c00001"], ["c00003"])
+    assert full["a"]["cases"] == 10 and full["b"]["cases"] == 10 and not full["identical"]

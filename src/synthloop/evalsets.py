@@ -724,23 +724,18 @@ def list_evalsets(root: str | Path = DEFAULT_ROOT) -> list[Evalset]:
 
 
 def diff(a: Evalset, b: Evalset) -> dict[str, Any]:
-    """Cases added, removed and changed between two versions, by case id."""
-    ta = a.table()
-    tb = b.table()
-    ida = ta.column("case_id").to_pylist()
-    idb = tb.column("case_id").to_pylist()
-    sa, sb = set(ida), set(idb)
-    common = sa & sb
-    ra = dict(zip(ida, ta.to_pylist(), strict=True))
-    rb = dict(zip(idb, tb.to_pylist(), strict=True))
-    changed = sorted(c for c in common if ra[c] != rb[c])
+    """Cases added, removed and changed between two versions, by case id (every id listed).
+
+    Streams both versions through `diff_versions` (one 16-byte digest per case in memory).
+    """
+    d = diff_versions(a, b, limit=None)
     return {
-        "a": {"path": str(a.path), "content_hash": a.content_hash, "cases": len(ida)},
-        "b": {"path": str(b.path), "content_hash": b.content_hash, "cases": len(idb)},
-        "identical": a.content_hash == b.content_hash,
-        "added": sorted(sb - sa),
-        "removed": sorted(sa - sb),
-        "changed": changed,
+        "a": {"path": str(a.path), "content_hash": a.content_hash, "cases": d["a"]["cases"]},
+        "b": {"path": str(b.path), "content_hash": b.content_hash, "cases": d["b"]["cases"]},
+        "identical": d["identical"],
+        "added": d["added_ids"],
+        "removed": d["removed_ids"],
+        "changed": d["changed_ids"],
     }
 
 
