@@ -218,6 +218,34 @@ def test_export_then_import_round_trips(root: Path, tmp_path: Path,
             == [(c.case_id, c.input, c.turn, c.history, c.references.good, c.tags) for c in orig]
 
 
+def test_exported_imported_evalset_imports_back_with_the_documented_flags(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # an imported evalset has no sessions (session_id null, empty in CSV): the documented
+    # round trip (--session-field session_id) must accept that and give the same hash
+    src = write_jsonl(tmp_path / "q.jsonl", [
+        {"uid": "a", "prompt": "line\none \u00e9", "cluster": "x", "answer": ["", "ok"],
+         "bad": "no"},
+        {"uid": "b", "prompt": 'say "hi"', "cluster": "", "answer": None, "bad": ["n1", "n2"]},
+    ])
+    assert cli(capsys, "evalset", "import", str(src), "--input-field", "prompt", "--id-field",
+               "uid", "--tag-field", "cluster", "--reference-field", "answer",
+               "--bad-reference-field", "bad", "--out", str(tmp_path / "e" / "v1"))[0] == 0
+    first = open_evalset(tmp_path / "e" / "v1")
+    for fmt, good, bad in (("jsonl", "references.good", "references.bad"),
+                           ("csv", "references_good", "references_bad")):
+        f = tmp_path / f"x.{fmt}"
+        assert cli(capsys, "evalset", "export", str(first.path), "--out", str(f))[0] == 0
+        code, _, err = cli(capsys, "evalset", "import", str(f), "--input-field", "input",
+                           "--id-field", "case_id", "--session-field", "session_id",
+                           "--history-field", "history", "--reference-field", good,
+                           "--bad-reference-field", bad, "--tag-field", "tags",
+                           "--out", str(tmp_path / f"rt-{fmt}"))
+        assert code == 0, err
+        back = open_evalset(tmp_path / f"rt-{fmt}")
+        assert back.content_hash == first.content_hash, fmt
+        assert back.manifest.counts.sessions == 2
+
+
 @pytest.mark.parametrize(
     ("content", "args", "expected"),
     [

@@ -144,6 +144,32 @@ def test_a_version_is_never_overwritten(tmp_path: Path) -> None:
     write_evalset(tmp_path / "v2", make_cases(2), provenance=PROV)
 
 
+def test_a_version_finished_by_another_process_meanwhile_wins(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # two writers of the same NAME/VERSION: the other one renames its version into place
+    # after this one's last check: this one gets a DataError, the other's rows stay whole
+    import shutil
+
+    import synthloop.evalsets as es
+
+    theirs = write_evalset(tmp_path / "theirs", make_cases(3, prefix="t"), provenance=PROV)
+    out = tmp_path / "evalsets" / "demo" / "v1"
+    real_check = es.check_new_version
+
+    def other_process_finishes_first(p: str | Path) -> Path:
+        checked = real_check(p)
+        shutil.copytree(tmp_path / "theirs", out)
+        return checked
+
+    with pytest.raises(DataError, match="another process wrote it"), \
+            EvalsetWriter(out, provenance=PROV) as w:
+        w.write_cases(make_cases(5))
+        monkeypatch.setattr(es, "check_new_version", other_process_finishes_first)
+        w.close()
+    assert open_evalset(out).content_hash == theirs.content_hash
+    assert sorted(p.name for p in out.parent.iterdir()) == ["v1"]  # no temporary left
+
+
 def test_rows_that_do_not_fit_the_schema_are_a_data_error(tmp_path: Path) -> None:
     with pytest.raises(DataError), EvalsetWriter(tmp_path / "v", provenance=PROV) as w:
         w.write_batch(pa.table({"case_id": ["a"]}))
@@ -287,6 +313,34 @@ def test_live_writers_temp_dirs_are_not_stale(tmp_path: Path) -> None:
         w.close()
 
 
+def test_gc_keeps_a_writer_whose_pid_is_unknown_here(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # a writer in another container or on another host sharing the folder: its pid does not
+    # exist in this pid namespace, but it is alive and still writing
+    import synthloop.evalsets as es
+
+    foreign = 999_999_999
+    monkeypatch.setattr(es, "_tmp_dir_for",
+                        lambda out: out.parent / f".{out.name}.tmp-{foreign}-abcd")
+    root = tmp_path / "evalsets"
+    with EvalsetWriter(root / "demo" / "v1", provenance=PROV) as w:
+        w.write_cases(make_cases(4))
+        assert stale_temp_dirs(root) == []
+        assert remove_stale_temp_dirs(root) == []
+        w.write_cases(make_cases(4, prefix="d"))
+        w.close()
+    assert len(open_evalset(root / "demo" / "v1")) == 8
+    # the same for an export being written there
+    seen: list[list[Path]] = []
+    export_evalset(open_evalset(root / "demo" / "v1"), root / "x.jsonl", "jsonl",
+                   on_batch=lambda n: seen.append(stale_temp_dirs(root)))
+    assert seen and all(s == [] for s in seen) and (root / "x.jsonl").exists()
+    # once the writer is gone its leftovers are stale
+    dead = root / "demo" / f".v2.tmp-{foreign}-ef"
+    dead.mkdir()
+    assert stale_temp_dirs(root) == [dead]
+
+
 # --------------------------------------------------------------------------- export
 def test_export_jsonl_parquet_csv(tmp_path: Path) -> None:
     cases = make_cases(40)
@@ -306,6 +360,64 @@ def test_export_jsonl_parquet_csv(tmp_path: Path) -> None:
     assert list(rows[0]) == CSV_COLUMNS
     assert rows[0]["feedback_thumb"] == "up" and json.loads(rows[1]["history"])[0]["role"] == "user"
     assert json.loads(rows[3]["tags"]) == {"intent": "a", "cluster": "x"}
+
+
+def test_jsonl_export_is_byte_for_byte_json_dumps(tmp_path: Path) -> None:
+    # the column-at-a-time JSONL writer must give exactly json.dumps(row_to_json(row)) for
+    # every value that needs care: escapes, unicode, empty vs null, odd floats and years
+    import json as _json
+
+    from synthloop.evalsets import _jsonl_bytes, _jsonl_chunks, columns_to_batch, row_to_json
+
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    texts = ["plain", 'say "hi"', "back\\slash", "line\nbreak\r\ttab", "ctl\x00\x01\x1f\x7f",
+             "\u00e9t\u00e9 \u65e5\u672c \U0001f600 \u2028", "", None]
+    floats = [0.0, -0.0, 1.0, 2102.9, 1e-5, 1e16, 123456789012345.6, float("nan"),
+              float("inf"), float("-inf"), None, 1 / 3]
+    n = 24
+    cols = {
+        "case_id": [f"c{i}" if i % 7 else texts[i % len(texts)] or f"c{i}" for i in range(n)],
+        "session_id": [texts[i % len(texts)] for i in range(n)],
+        "user_id": [None if i % 3 else f"u{i}" for i in range(n)],
+        "turn": [None if i == 5 else i for i in range(n)],
+        "timestamp": [None if i % 4 == 1 else t0 + timedelta(seconds=i, microseconds=i % 2 * 7)
+                      for i in range(n - 1)] + [datetime(1, 1, 1, tzinfo=UTC)],
+        "history": [None if i % 5 == 0 else [] if i % 5 == 1 else
+                    [{"role": "user", "content": texts[i % len(texts)]}, None,
+                     {"role": None, "content": "x"}] for i in range(n)],
+        "input": [texts[(i + 1) % len(texts)] for i in range(n)],
+        "context": [texts[(i + 2) % len(texts)] for i in range(n)],
+        "references_good": [None if i % 4 == 0 else [texts[j % len(texts)] for j in range(i % 3)]
+                            for i in range(n)],
+        "references_bad": [[None, ""] if i % 2 else [] for i in range(n)],
+        "reply": [texts[(i + 3) % len(texts)] for i in range(n)],
+        "reply_latency_ms": [floats[i % len(floats)] for i in range(n)],
+        "expected_feedback": [None if i % 3 == 0 else {
+            "thumb": ["up", "down", None][i % 3], "rating": [None, -3, 5][i % 3],
+            "comment": texts[i % len(texts)], "clicks": i, "read_time_s": floats[(i + 1) % 12],
+            "watch_time_s": None, "copied": [None, True, False][i % 3], "regenerated": False,
+            "edited": True, "abandoned": None, "feedback_delay_s": floats[(i + 5) % 12],
+        } for i in range(n)],
+        "tags": [None if i % 6 == 0 else [{"key": texts[i % 6] or "k", "value": texts[i % 8]},
+                                          {"key": "z", "value": ""}] for i in range(n)],
+    }
+    batch = columns_to_batch(cols)
+    want = "".join(_json.dumps(row_to_json(r), ensure_ascii=False) + "\n"
+                   for r in batch.to_pylist()).encode()
+    assert _jsonl_bytes(batch.slice(0, n - 1)) is not None  # the fast path is what is tested
+    assert b"".join(_jsonl_chunks(batch, rows=5)) == want
+    assert b"".join(_jsonl_chunks(batch.slice(3, 17))) == want.split(b"\n", 3)[3].rsplit(
+        b"\n", 5)[0] + b"\n"
+    # duplicate tag keys take the row-by-row path (a dict keeps the first place, last value)
+    dup = columns_to_batch({"case_id": ["a"], "tags": [[{"key": "k", "value": "1"},
+                                                        {"key": "j", "value": "2"},
+                                                        {"key": "k", "value": "3"}]]})
+    assert b"".join(_jsonl_chunks(dup)).decode().endswith('"tags": {"k": "3", "j": "2"}}\n')
+    with EvalsetWriter(tmp_path / "v1", provenance=PROV) as w:
+        w.write_batch(batch)
+        w.close()
+    export_evalset(open_evalset(tmp_path / "v1"), tmp_path / "x.jsonl", "jsonl")
+    assert (tmp_path / "x.jsonl").read_bytes() == want
 
 
 def test_export_is_atomic_and_refuses_to_overwrite(tmp_path: Path) -> None:
@@ -343,3 +455,18 @@ def test_diff_counts_added_removed_changed(tmp_path: Path) -> None:
     assert same["identical"] and same["changed"] == 0
     assert len(diff_versions(open_evalset(tmp_path / "a"), open_evalset(tmp_path / "b"),
                              limit=1)["removed_ids"]) == 1
+    # the library's diff() streams through diff_versions: it never loads a whole table
+    import synthloop.evalsets as es
+
+    def no_table(self: object) -> None:
+        raise AssertionError("diff() loaded a whole table")
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(es.Evalset, "table", no_table)
+    try:
+        full = es.diff(open_evalset(tmp_path / "a"), open_evalset(tmp_path / "b"))
+    finally:
+        mp.undo()
+    assert (full["added"], full["removed"], full["changed"]) == (
+        ["new00000", "new00001"], ["c00000", "c00001"], ["c00003"])
+    assert full["a"]["cases"] == 10 and full["b"]["cases"] == 10 and not full["identical"]

@@ -311,11 +311,14 @@ def _row(obj: dict[str, Any], m: FieldMapping, where: str, lineno: int, n: int, 
     turn = 0
     if m.session:
         raw_s = _get(obj, m.session)
-        if raw_s is _MISSING or raw_s is None or raw_s == "":
-            raise DataError(f"{where}: session field '{m.session}' is missing or empty")
-        session_id = _text(raw_s, where, f"session field '{m.session}'")
-        turn = session_turns.get(session_id, 0)
-        session_turns[session_id] = turn + 1
+        if raw_s is _MISSING:
+            raise DataError(f"{where}: session field '{m.session}' is missing")
+        if raw_s is not None and raw_s != "":  # null or empty: a case in a session of its own
+            session_id = _text(raw_s, where, f"session field '{m.session}'")
+            turn = session_turns.get(session_id, 0)
+            session_turns[session_id] = turn + 1
+        else:
+            session_turns[f"\x00{n}"] = 1  # counted as one session, never matched by an id
     tags = []
     for t in m.tags:
         v = _maybe_json(_get(obj, t), is_csv)
