@@ -573,7 +573,8 @@ def test_extra_all_infers_types_and_scrubs_text(tmp_path: Path) -> None:
     for i, r in enumerate(rows):
         r.update({"n": str(i), "x": f"{i}.5", "flag": "TRUE" if i % 2 else "false",
                   "note": "ip 10.0.0.7" if i == 2 else "plain", "mixed": "3" if i else "three"})
-    fields = [*FIELDS, "n", "x", "flag", "note", "mixed"]
+        r["Consent_Training"] = "false"  # consent for another use: not data to model
+    fields = [*FIELDS, "n", "x", "flag", "note", "mixed", "Consent_Training"]
     logs = write_csv(tmp_path / "logs.csv", rows, fields)
     report = ingest(logs, write_mapping(tmp_path, MAPPING_YAML + "extra: all\n"), tmp_path / "out")
     df = read_sample(tmp_path / "out")

@@ -251,7 +251,9 @@ def _check_columns(raw: RawLog, m: LogMapping, logs: Path, source: str) -> list[
             missing(f"columns.{field}", col)
     mapped_cols = set(m.columns.values())
     if m.extra == "all":
-        extra = [h for h in header if h not in mapped_cols]
+        # consent columns for other uses are consent records, not data about the interaction:
+        # `all` leaves them out (list one under `extra:` to keep it anyway)
+        extra = [h for h in header if h not in mapped_cols and "consent" not in h.lower()]
     else:
         extra = []
         for i, col in enumerate(m.extra):

@@ -201,7 +201,8 @@ class LogMapping(_Model):
     consent: ConsentOptions = Field(default_factory=ConsentOptions)
     """The use to filter for, or `{assume: true, basis: ...}` for logs without consent."""
     extra: list[str] | Literal["all"] = Field(default_factory=list)
-    """Other log columns to keep as `extra.<name>` (their dtype inferred), or `all`."""
+    """Other log columns to keep as `extra.<name>` (their dtype inferred), or `all` (every
+    unmapped column except those whose name contains `consent`)."""
     pii: PiiOptions = Field(default_factory=PiiOptions)
     """PII scrubbing options."""
     timestamp_format: str | None = None
