@@ -247,6 +247,28 @@ def test_name_at_version_and_latest(tmp_path: Path) -> None:
         open_evalset(tmp_path)
 
 
+def test_latest_uses_the_folder_name_like_a_version_ref_and_follows_symlinks(
+        tmp_path: Path) -> None:
+    root = tmp_path / "evalsets"
+    write_evalset(root / "foo" / "v1", make_cases(2), provenance=PROV)
+    time.sleep(0.01)
+    # stored under bar/ with the manifest name "foo": it is bar@v7, so it is bar@latest too
+    with EvalsetWriter(root / "bar" / "v7", provenance=PROV, name="foo") as w:
+        w.write_cases(make_cases(3))
+        w.close()
+    assert resolve("foo@latest", root) == root / "foo" / "v1"
+    assert resolve("bar@latest", root) == root / "bar" / "v7" == resolve("bar@v7", root)
+
+    # an evalset shared from elsewhere by a symlinked name folder (and a link cycle) is listed
+    shared = tmp_path / "team" / "shared"
+    write_evalset(shared / "v1", make_cases(1), provenance=PROV)
+    (root / "shared").symlink_to(shared, target_is_directory=True)
+    (shared / "loop").symlink_to(root, target_is_directory=True)
+    names = sorted(str(e.path.relative_to(root)) for e in list_evalsets(root))
+    assert names == ["bar/v7", "foo/v1", "shared/v1"]
+    assert resolve("shared@latest", root) == root / "shared" / "v1"
+
+
 def test_reference_root_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "elsewhere"
     write_evalset(root / "demo" / "v1", make_cases(2), provenance=PROV)

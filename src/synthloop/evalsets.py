@@ -682,9 +682,8 @@ def resolve(ref: str | Path, root: str | Path | None = None) -> Path:
         return p
     name, _, version = str(ref).rpartition("@")
     base = Path(root) if root is not None else Path(os.environ.get("SYNTHLOOP_EVALSETS", DEFAULT_ROOT))
-    if version == "latest":
-        versions = [e for e in list_evalsets(base) if e.manifest.name == name
-                    or e.path.parent.name == name]
+    if version == "latest":  # the same rule as NAME@VERSION: versions in the folder base/NAME
+        versions = [e for e in list_evalsets(base) if e.path.parent == base / name]
         if not versions:
             raise DataError(f"no versions of evalset '{name}' under {base}",
                             hint="run `synthloop evalset list`")
@@ -707,15 +706,29 @@ def list_evalsets(root: str | Path = DEFAULT_ROOT) -> list[Evalset]:
     found: list[Evalset] = []
     if not base.exists():
         return found
-    for manifest in sorted(base.rglob(MANIFEST)):
-        d = manifest.parent
-        if any(part.startswith(".") for part in d.relative_to(base).parts):
-            continue
+    for d in _version_dirs(base):
         try:
             found.append(Evalset(path=d, manifest=load_manifest(d)))
         except DataError:
             continue
     return found
+
+
+def _version_dirs(base: Path) -> list[Path]:
+    """Folders holding a manifest under `base`, following symlinked folders (an evalset
+    shared from elsewhere) once each; hidden folders (writes in progress) are skipped."""
+    found: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    for top, dirs, files in os.walk(base, followlinks=True):
+        st = os.stat(top)
+        if (st.st_dev, st.st_ino) in seen:  # a link cycle or a second link to one folder
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if MANIFEST in files:
+            found.append(Path(top))
+    return sorted(found)
 
 
 def diff(a: Evalset, b: Evalset) -> dict[str, Any]:
