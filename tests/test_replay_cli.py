@@ -244,7 +244,13 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
         assert proc.returncode == -signal.SIGKILL
-        time.sleep(0.3)  # let the server finish reading what was already on the wire
+        # let the server finish reading what was already on the wire: wait until its count
+        # has been still for a second (a fixed sleep was too short on a loaded machine)
+        seen, still_since = server_a.request_count, time.monotonic()
+        while time.monotonic() - still_since < 1.0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            if server_a.request_count != seen:
+                seen, still_since = server_a.request_count, time.monotonic()
         before_kill = list(server_a.requests)
         logged = {r.case_id for r in read_log(log).values()}
         assert kill_at <= len(logged) < n
