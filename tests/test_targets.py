@@ -100,8 +100,8 @@ def test_config_mistakes_are_reported_with_field_and_hint(tmp_path: Path) -> Non
         load_target(typo)
     spec = tmp_path / "spec.yaml"
     spec.write_text("kind: rules\nname: s\n")
-    with pytest.raises(ConfigError, match=r"spec.yaml is a generator spec \(kind: rules\); "
-                                          r"--target wants a target file"):
+    with pytest.raises(ConfigError, match=r"spec.yaml: looks like a generator spec \(kind: "
+                                          r"rules, for `synthloop generate`\), not a target file"):
         load_target(spec)
     with pytest.raises(ConfigError, match="model: required field is missing"):
         load_target({"kind": "openai", "base_url": "http://x"})

@@ -227,6 +227,12 @@ def wrong_kind(data: Mapping[str, Any], model: type[BaseModel] | None = None, *,
         required = {n for n, f in fields.items() if f.is_required()}
         if keys <= set(fields) and required <= keys:
             return f"looks like {label} (for `{command}`), not {expected or 'this file kind'}"
+    # an explicit `kind:` of another config kind says it too, even when the file has problems
+    kind_value = data.get("kind")
+    for label, command, _, kind in CONFIG_KINDS:
+        if label != expected and kind is not None and kind_value == kind:
+            return (f"looks like {label} (kind: {kind}, for `{command}`), not "
+                    f"{expected or 'this file kind'}")
     return None
 
 

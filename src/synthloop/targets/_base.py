@@ -274,12 +274,8 @@ def load_target(spec: str | Path | Mapping[str, Any], *, name: str | None = None
                           hint=f"add `kind:` with one of {', '.join(targets.names())}")
     try:
         factory = targets.get(kind)
-    except ConfigError as e:
-        from synthloop.generate import generators  # registers the built-in generator kinds
-
-        hint = (f"{source} is a generator spec (kind: {kind}); --target wants a target file "
-                f"(kind: {', '.join(targets.names())})" if kind in generators.names() else e.hint)
-        raise ConfigError(f"{source}: kind: {e.message}", hint=hint) from None
+    except ConfigError as e:  # an unknown kind: name the file
+        raise ConfigError(f"{source}: kind: {e.message}", hint=e.hint) from None
     if name is not None:
         data = {**data, "name": name}
     data.setdefault("name", _display_name(data, source))
