@@ -405,6 +405,31 @@ def test_python_target_from_yaml_with_python_path(tmp_path: Path) -> None:
         load_target({"kind": "python", "function": "json:no_such_function"})
 
 
+def test_python_target_without_version_is_fingerprinted_by_its_source_file(
+        tmp_path: Path) -> None:
+    """Editing the function's file changes the fingerprint (new cache keys, no resuming a run
+    of the old code); with `version:` set, the label alone decides."""
+    import importlib
+    import sys
+
+    pkg = tmp_path / "code"
+    pkg.mkdir()
+    module = pkg / "edited_model_for_test.py"
+    module.write_text("def answer(case):\n    return 'v1 ' + case.input\n")
+    spec = {"kind": "python", "function": "edited_model_for_test:answer",
+            "python_path": [str(pkg)]}
+    before = load_target(spec).fingerprint
+    assert before.parameters["code"].startswith("sha256:")
+    assert load_target(spec).fingerprint == before  # stable
+    module.write_text("def answer(case):\n    return 'v2 ' + case.input\n")
+    sys.modules.pop("edited_model_for_test", None)
+    importlib.invalidate_caches()
+    after = load_target(spec).fingerprint
+    assert after != before and after.parameters["code"] != before.parameters["code"]
+    versioned = load_target({**spec, "version": "7"}).fingerprint
+    assert versioned.parameters == {"version": "7"}
+
+
 def test_demo_reference_models_load_as_python_targets(repo_root: Path) -> None:
     path = repo_root / "configs" / "targets" / "demo-v1.yaml"
     demo = repo_root / "src" / "synthloop" / "demo" / "models.py"

@@ -8,6 +8,7 @@ function runs in a worker thread so the harness's timeout and concurrency still 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import sys
 import time
@@ -31,8 +32,10 @@ class PythonTargetConfig(TargetSettings):
     function: str
     """`package.module:function` to call (part of the fingerprint)."""
     version: str | None = None
-    """Version label (part of the fingerprint): change it when the function's behaviour
-    changes, so cached replies of the old behaviour are not reused."""
+    """Version label (part of the fingerprint). Unset, the fingerprint carries the hash of
+    the file that defines the function instead, so editing that file invalidates cached
+    replies (and a run of the old code is not resumed with the new). Set it to version the
+    behaviour yourself: when it lives in other files too, or to keep replies across edits."""
     kwargs: dict[str, Any] = Field(default_factory=dict)
     """Extra keyword arguments for the function (part of the fingerprint)."""
     python_path: list[str] = Field(default_factory=list)
@@ -40,6 +43,20 @@ class PythonTargetConfig(TargetSettings):
     threaded: bool = True
     """Run a sync function in a worker thread (False: call it on the event loop, which is
     faster for trivial functions but blocks the loop and ignores `timeout_s`)."""
+
+
+def _source_hash(func: Callable[..., Any]) -> str | None:
+    """sha256 of the file that defines `func` (None for builtins and code without a file)."""
+    try:
+        path = inspect.getsourcefile(inspect.unwrap(func))
+    except TypeError:  # a builtin, or a callable object: try its class
+        try:
+            path = inspect.getsourcefile(type(func))
+        except TypeError:
+            return None
+    if path is None or not Path(path).is_file():
+        return None
+    return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 class PythonTarget(BaseTarget):
@@ -66,6 +83,10 @@ class PythonTarget(BaseTarget):
         parameters: dict[str, Any] = {}
         if version is not None:
             parameters["version"] = version
+        else:
+            code = _source_hash(func)
+            if code is not None:
+                parameters["code"] = code
         if self.kwargs:
             parameters["kwargs"] = self.kwargs
         self.fingerprint = TargetFingerprint(kind="python", endpoint=None, model=function_ref,
