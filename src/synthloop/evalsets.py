@@ -29,6 +29,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from synthloop import __version__
+from synthloop._locks import is_locked, try_lock
+from synthloop._locks import release as release_lock
 from synthloop.config import first_problem
 from synthloop.errors import DataError
 from synthloop.schema import (
@@ -322,47 +324,13 @@ def _hold_lock(path: Path) -> int | None:
     """Hold a shared `flock` on a temporary folder or file while it is being written.
 
     The pid in a temporary name means nothing to `evalset gc` run in another container or on
-    another host sharing the folder; the lock does (`_is_locked`). Returns the descriptor to
-    close when the write is over, or None where there are no locks.
+    another host sharing the folder; the lock does (`is_locked`). Returns the descriptor to
+    release when the write is over, or None where there are no locks (the pid check remains).
     """
     try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
+        return try_lock(path, exclusive=False)
+    except BlockingIOError:  # pragma: no cover - only gc's probe takes it, and only briefly
         return None
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    with contextlib.suppress(OSError):  # a filesystem without locks: the pid check remains
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    return fd
-
-
-def _release_lock(fd: int | None) -> None:
-    if fd is not None:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-
-
-def _is_locked(path: Path) -> bool:
-    """Whether a writer (in any process, container or host) still holds `path`'s lock."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        return False
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-    return False
 
 
 def check_new_version(out: str | Path) -> Path:
@@ -425,7 +393,7 @@ class EvalsetWriter:
                 self._writer.close()
                 self._sink.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
-        _release_lock(self._lock)
+        release_lock(self._lock)
         self._lock = None
         self._closed = True
 
@@ -565,7 +533,7 @@ class EvalsetWriter:
             raise DataError(f"{self.out}: already exists (another process wrote it while this "
                             "one was writing); an evalset version is never overwritten",
                             hint="choose a new --out directory") from None
-        _release_lock(self._lock)
+        release_lock(self._lock)
         self._lock = None
         _fsync_dir(self.out.parent)
         self._closed = True
@@ -1019,7 +987,7 @@ def export_evalset(ev: Evalset, out: str | Path, fmt: str, *, overwrite: bool = 
             tmp.unlink()
         raise
     finally:
-        _release_lock(lock)
+        release_lock(lock)
     return rows
 
 
@@ -1102,7 +1070,7 @@ def stale_temp_dirs(root: str | Path = DEFAULT_ROOT) -> list[Path]:
             alive = True
         # a live pid (ours, or a reused one) is left alone, and so is a folder whose writer
         # still holds its lock (a process in another pid namespace or on another host)
-        if not alive and not _is_locked(d):
+        if not alive and not is_locked(d):
             found.append(d)
     return found
 

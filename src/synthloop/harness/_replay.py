@@ -29,6 +29,8 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_base, wait_exponential_jitter
 
 from synthloop import __version__
+from synthloop._locks import release as release_lock
+from synthloop._locks import try_lock
 from synthloop.errors import DataError, SynthloopError, TargetError
 from synthloop.evalsets import Evalset, open_evalset, row_to_case
 from synthloop.harness._limits import RateLimiter
@@ -501,7 +503,7 @@ async def areplay(
     finally:
         if cache_obj is not None and not isinstance(cache, ResponseCache):
             cache_obj.close()
-        os.close(lock)
+        release_lock(lock)
 
 
 async def _replay_locked(
@@ -607,23 +609,16 @@ def _previous_run(rundir: RunDir, ev: Evalset, fingerprint: TargetFingerprint,
     return previous
 
 
-def _lock_run_dir(path: Path) -> int:
+def _lock_run_dir(path: Path) -> int | None:
     """Create `path` if needed and lock it (an exclusive `flock` on the directory, released
     when the returned descriptor is closed or the process dies): two replays writing one run
     directory would each send every case, paying twice, and interleave its log."""
     path.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDONLY)
     try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: no lock
-        return fd
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
+        return try_lock(path, exclusive=True)
+    except BlockingIOError:
         raise DataError(f"{path}: another replay is writing this run directory",
                         hint="wait for it to finish, or use another --out") from None
-    return fd
 
 
 def _describe_fp(fp: Mapping[str, Any]) -> str:
