@@ -270,3 +270,18 @@ def test_html_report_loads_in_headless_chromium(regression: tuple[Comparison, Ve
     broken.write_text(report.read_text().replace("</body>", "<script>throw new Error('boom')</script></body>"))
     _, errors = _load_in_chromium(browser, broken, tmp_path / "profile2")
     assert any("boom" in ln for ln in errors)
+
+
+def test_power_line_does_not_call_identical_runs_too_few() -> None:
+    # baseline == candidate (e.g. `synthloop demo --candidate v1`): no case differs, so no
+    # n needed can be computed; the power line must not claim there are "too few" cases
+    from synthloop.stats import compare_arrays
+
+    vals = np.arange(300) % 2 == 0
+    cmp = compare_arrays({"correct": vals.astype(float)}, {"correct": vals.astype(float)},
+                         kinds={"correct": "binary"})
+    verdict = evaluate(cmp, Policy(rules=[Rule(metric="correct", max_drop=0.02)]))
+    md = render_markdown(cmp, verdict)
+    line = next(ln for ln in md.splitlines() if ln.startswith("- correct: at n=300"))
+    assert "n/a (no case differed) paired cases" in line
+    assert "too few" not in line

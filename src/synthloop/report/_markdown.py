@@ -66,11 +66,13 @@ def power_lines(cmp: Comparison, verdict: Verdict | None) -> list[str]:
             alpha = 1 - conf
             need_s = f"{need:,}" if need else (
                 "n/a (one independent unit)" if s.n_clusters < 2 else "n/a (no case differed)")
-            verdict_s = "enough" if need is not None and need <= s.n else "too few"
+            # "enough/too few now" only when there is a number to weigh n against: with no
+            # differing case (or one unit) there is none, and "too few" would be wrong
+            verdict_s = "" if not need else (" (enough now)" if need <= s.n else " (too few now)")
             lines.append(
                 f"{name}: at n={s.n:,} the smallest detectable worsening is {fmt(mde)} "
                 f"(one-sided α={fmt(alpha)}, 80 % power); to detect a {fmt(margin)} drop you need "
-                f"≈{need_s} paired cases ({verdict_s} now)")
+                f"≈{need_s} paired cases{verdict_s}")
         else:
             need = s.n_needed.get("0.02")
             need_s = f"{need:,}" if need else "n/a"
