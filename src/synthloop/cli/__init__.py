@@ -51,7 +51,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         description="Synthetic interactions and feedback, replay against model versions, "
         "paired-statistics release gates.",
         epilog="exit codes: 0 success/gate passed, 1 regression, 2 usage or input error, "
-        "3 inconclusive (too few cases), 4 privacy gate failed",
+        "3 inconclusive (too few cases), 4 privacy gate failed; stopped by Ctrl-C 130, "
+        "by SIGTERM 143",
     )
     parser.add_argument("--version", action="version", version=f"synthloop {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

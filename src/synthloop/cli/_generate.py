@@ -29,7 +29,9 @@ def register(sub: Any) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="check the spec (and an sdv spec's source) and print the plan; "
                    "call nothing, write nothing")
-    p.add_argument("--max-cost", type=float, metavar="USD", help="stop when spend reaches USD (llm)")
+    p.add_argument("--max-cost", type=float, metavar="USD",
+                   help="llm: budget in USD (overrides max_cost; needs pricing); "
+                   "no request starts that could exceed it")
     p.add_argument("--cache", type=Path, help="response cache file (llm; default .synthloop/cache.sqlite)")
     p.add_argument("--allow-privacy-failure", action="store_true",
                    help="write the result even if the privacy gate fails (sdv); the manifest says so")
