@@ -172,6 +172,27 @@ def test_normalize_ascii_fast_path_agrees_with_unicode_path() -> None:
     assert normalize("a cat.", collapse_whitespace=False) == "cat"
 
 
+def test_unicode_text_keeps_combining_marks_and_compares_in_nfc() -> None:
+    import unicodedata
+
+    # Devanagari vowel signs are combining marks: they belong to the word, not between words
+    assert tokens("हिन्दी भाषा") == ["हिन्दी", "भाषा"]
+    assert token_f1(tokens("भाषा"), tokens("भूषा")) == 0.0  # different words stay different
+    assert normalize("हिन्दी, भाषा!") == "हिन्दी भाषा"
+    # "é" precomposed vs "e" + combining acute: the same text
+    composed = "Le café résumé"
+    decomposed = unicodedata.normalize("NFD", composed)
+    assert composed != decomposed
+    assert tokens(decomposed) == tokens(composed) == ["le", "café", "résumé"]
+    assert normalize(decomposed) == normalize(composed)
+    assert fuzzy_ratio(composed, decomposed) == 1.0
+    cases = [case("a", [composed])]
+    res = [ok("a", decomposed)]
+    for kind in ("exact_match", "normalized_match", "contains", "token_f1", "rouge_l",
+                 "fuzzy_ratio"):
+        assert values(one({"name": "m", "kind": kind}), cases, res) == [1.0], kind
+
+
 def test_numbers_parse_separators_signs_and_exponents() -> None:
     assert numbers("paid $1,234.50 then -3 and 2e3, .5") == [1234.5, -3.0, 2000.0, 0.5]
     assert numbers("no digits") == []

@@ -15,7 +15,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from synthloop.config import read_text
 from synthloop.errors import ConfigError
 from synthloop.scorers._base import BatchScores, BuiltinScorer, ScorerOptions, ScoringBatch
-from synthloop.scorers._text import normalize, numbers, shorten
+from synthloop.scorers._text import nfc, normalize, numbers, shorten
 
 NO_GOOD_REFERENCE = "case has no good reference (add references.good to the evalset)"
 
@@ -55,7 +55,7 @@ class ExactMatch(BuiltinScorer):
 
     def _norm(self, text: str) -> str:
         o = self.options
-        text = text.strip()
+        text = nfc(text.strip())
         if not o.case_sensitive:
             text = text.lower()
         if o.collapse_whitespace:
@@ -118,20 +118,20 @@ class Contains(BuiltinScorer):
         super().__init__(options, base_dir)
         t = options.text
         fixed = [t] if isinstance(t, str) else t
-        self._fixed = None if fixed is None else [s if options.case_sensitive else s.lower()
-                                                  for s in fixed]
+        self._fixed = None if fixed is None else [nfc(s) if options.case_sensitive
+                                                  else nfc(s).lower() for s in fixed]
 
     def _score_rows(self, batch: ScoringBatch, rows: list[int], out: BatchScores) -> None:
         o = self.options
         cs = o.case_sensitive
         test = any if o.mode == "any" else all
         for i in rows:
-            text = batch.outputs[i] or ""
+            text = nfc(batch.outputs[i] or "")
             if not cs:
                 text = text.lower()
             needles = self._fixed
             if needles is None:
-                refs = [r.strip() for r in batch.good[i] if r.strip()]
+                refs = [nfc(r.strip()) for r in batch.good[i] if r.strip()]
                 if not refs:
                     out.errors[i] = NO_GOOD_REFERENCE
                     continue
