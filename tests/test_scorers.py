@@ -301,6 +301,20 @@ def test_numeric_tolerance_extraction_and_bad_references() -> None:
     assert values(fixed, [case("x")], [ok("x", "p = 0.52")]) == [1.0]
 
 
+def test_numeric_signs_dashes_unicode_minus_and_non_finite_references() -> None:
+    assert numbers("pages 5-10, on 2024-01-15") == [5.0, 10.0, 2024.0, 1.0, 15.0]
+    assert numbers("it fell to −5 (a typographic minus), then -$3, +2 and x=-1") == [-5.0, -3.0, 2.0, -1.0]
+    exact = one({"name": "n", "kind": "numeric"})
+    cases = [case("a", ["-5"]), case("b", ["5"]), case("c", ["10"]), case("d", ["-$3"]),
+             case("e", ["NaN"]), case("f", ["inf"])]
+    res = [ok("a", "The answer is −5"), ok("b", "The answer is −5"), ok("c", "between 5-10"),
+           ok("d", "a refund of -$3"), ok("e", "5"), ok("f", "5")]
+    assert values(exact, cases, res) == [1.0, 0.0, 1.0, 1.0, None, None]
+    assert "not one number" in (exact.score(cases[4], res[4]).error or "")
+    with pytest.raises(ConfigError, match="expected"):
+        one({"name": "n", "kind": "numeric", "expected": float("nan")})
+
+
 # --------------------------------------------------------------------------- similarity
 def test_similarity_uses_the_best_good_reference_and_thresholds() -> None:
     cases = [case("a", ["the cat sat on the mat", "a dog barked"]), case("b", ["hello"])]

@@ -321,7 +321,7 @@ class JsonSchema(JsonValid):
 class NumericOptions(ScorerOptions):
     """`kind: numeric`: the number in the output is within tolerance of the expected one."""
 
-    expected: float | None = None
+    expected: float | None = Field(default=None, allow_inf_nan=False)
     """A fixed expected number. When omitted, the number in the case's first good reference."""
     extract: Literal["first", "last", "only"] = "last"
     """Which number of the output to use; `only` fails outputs with several numbers."""
@@ -335,9 +335,12 @@ def reference_number(text: str) -> float | None:
     """A reference as a number: the whole string, else its only number."""
     s = text.strip().replace(",", "").removeprefix("$").removesuffix("%").strip()
     try:
-        return float(s)
+        value = float(s)
     except ValueError:
         pass
+    else:
+        if math.isfinite(value):  # "nan" and "inf" are not numbers to compare with
+            return value
     found = numbers(text)
     return found[0] if len(found) == 1 else None
 

@@ -12,7 +12,12 @@ from functools import cache
 _WS = re.compile(r"\s+")
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 _DIGIT = re.compile(r"\d")
-_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+]?\.\d+")
+# A sign counts only where a number can start (not in "5-10" or "2024-01-15", whose hyphens are
+# dashes); U+2212 is the typographic minus. A currency symbol may sit between sign and digits.
+_NUMBER = re.compile(r"(?:(?<![\w.])[-+\u2212])?[$€£¥]?"
+                     r"(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?")
+_NOT_IN_FLOAT = str.maketrans({",": None, "$": None, "€": None, "£": None, "¥": None,
+                               "\u2212": "-"})
 
 
 @cache
@@ -175,13 +180,14 @@ def fuzzy_ratio(a: str, b: str) -> float:
 
 
 def numbers(text: str) -> list[float]:
-    """Every number in `text` (thousands separators and exponents allowed), in order."""
+    """Every number in `text` (thousands separators, signs, currency symbols and exponents
+    allowed), in order. A hyphen between digits or after a word is a dash, not a minus."""
     out: list[float] = []
     if not _DIGIT.search(text):
         return out
     for m in _NUMBER.finditer(text):
         try:
-            out.append(float(m.group(0).replace(",", "")))
+            out.append(float(m.group(0).translate(_NOT_IN_FLOAT)))
         except ValueError:  # pragma: no cover - the pattern only matches numbers
             continue
     return out
