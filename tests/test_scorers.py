@@ -265,6 +265,29 @@ def test_json_valid_with_extraction_and_required_type() -> None:
     assert "expected an object" in why
 
 
+def test_json_valid_rejects_nan_and_extract_finds_the_json_among_other_text() -> None:
+    plain = one({"name": "j", "kind": "json_valid"})
+    nan = [ok("a", '{"x": NaN}'), ok("b", "[Infinity]"), ok("c", "-Infinity")]
+    assert values(plain, [case(c) for c in "abc"], nan) == [0.0, 0.0, 0.0]
+    assert "NaN is not valid JSON" in (plain.score(case("a"), nan[0]).explanation or "")
+    fence = "```"
+    replies = [
+        f"Code:\n{fence}python\nprint(1)\n{fence}\nData:\n{fence}json\n{{\"x\": 1}}\n{fence}",
+        f"{fence}python\n{{\"x\": 2}}\n{fence}",
+        'Fill in {name} later. The result: {"x": 3}',
+        'Per [1], the result is {"x": 4}',
+        "No JSON here {at all}",
+    ]
+    cases = [case(str(i)) for i in range(len(replies))]
+    res = [ok(str(i), r) for i, r in enumerate(replies)]
+    ext = one({"name": "j", "kind": "json_valid", "extract": True, "require": "object"})
+    assert values(ext, cases, res) == [1.0, 1.0, 1.0, 1.0, 0.0]
+    schema = one({"name": "s", "kind": "json_schema", "extract": True,
+                  "schema": {"type": "object", "required": ["x"],
+                             "properties": {"x": {"const": 4}}}})
+    assert values(schema, cases[3:4], res[3:4]) == [1.0]
+
+
 def test_json_schema_inline_and_from_file(tmp_path: Path) -> None:
     schema = {"type": "object", "properties": {"amount": {"type": "number", "minimum": 0}},
               "required": ["amount"]}

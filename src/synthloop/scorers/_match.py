@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -198,30 +199,68 @@ class Regex(BuiltinScorer):
 
 # --------------------------------------------------------------------------- JSON
 _JSON_STARTS = frozenset('{["-0123456789tfn')
-_FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
+_FENCE = re.compile(r"```[ \t]*([\w+.-]*)[^\n`]*\n?(.*?)```", re.DOTALL)
+_MAX_SCAN = 64
+"""`extract` tries at most this many `{` / `[` positions after the simpler candidates."""
 
 
-def extract_json_text(text: str) -> str:
-    """The JSON part of a reply: a fenced ```json block, else from the first `{`/`[` to the
-    last matching `}`/`]`, else the trimmed text."""
-    m = _FENCE.search(text)
-    if m:
-        return m.group(1).strip()
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON (RFC 8259 has no NaN or Infinity)")
+
+
+def loads_strict(text: str) -> Any:
+    """`json.loads` without Python's extensions: NaN, Infinity and -Infinity are rejected."""
+    return json.loads(text, parse_constant=_no_constant)
+
+
+def json_candidates(text: str) -> Iterator[str]:
+    """Where the JSON of a reply may be, most likely first: ```json fences, untagged fences,
+    other fences, from the first `{`/`[` to the last matching `}`/`]`, then every value that
+    decodes from a `{` or `[` (at most `_MAX_SCAN` positions). The trimmed text when there is
+    no candidate at all."""
+    tagged: list[str] = []
+    untagged: list[str] = []
+    other: list[str] = []
+    for m in _FENCE.finditer(text):
+        tag = m.group(1).lower()
+        (tagged if tag == "json" else untagged if not tag else other).append(m.group(2).strip())
+    found = False
+    for c in tagged + untagged + other:
+        found = True
+        yield c
     starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
-    if starts:
-        start = min(starts)
-        close = "}" if text[start] == "{" else "]"
-        end = text.rfind(close)
-        if end > start:
-            return text[start:end + 1]
-    return text.strip()
+    if not starts:
+        if not found:
+            yield text.strip()
+        return
+    start = min(starts)
+    close = "}" if text[start] == "{" else "]"
+    end = text.rfind(close)
+    if end > start:
+        yield text[start:end + 1]
+    elif not found:
+        yield text.strip()
+    decoder = json.JSONDecoder(parse_constant=_no_constant)
+    scanned = 0
+    for i, ch in enumerate(text):
+        if ch in "{[":
+            scanned += 1
+            try:
+                _, stop = decoder.raw_decode(text, i)
+            except ValueError:
+                pass
+            else:
+                yield text[i:stop]
+            if scanned >= _MAX_SCAN:
+                return
 
 
 class JsonValidOptions(ScorerOptions):
     """`kind: json_valid`: the output parses as JSON."""
 
     extract: bool = False
-    """Look for JSON inside the reply (a ```json fence or the outermost {...} / [...])."""
+    """Look for JSON inside the reply (a ```json fence, another fence, the outermost {...} /
+    [...], else the first {...} / [...] that parses)."""
     require: Literal["any", "object", "array"] = "any"
     """Also require the top-level value to be an object / array."""
 
@@ -231,14 +270,13 @@ class JsonValid(BuiltinScorer):
     options_model = JsonValidOptions
 
     def _parse(self, text: str) -> tuple[Any, str | None]:
-        if self.options.extract:
-            text = extract_json_text(text)
+        """`text` as JSON of the required type: (value, None), or (None, why not)."""
         head = text.lstrip()[:1]
         if head not in _JSON_STARTS:  # fast path: no exception per non-JSON reply
             return None, ("invalid JSON: empty output" if not head
                           else f"invalid JSON: starts with {head!r}")
         try:
-            value = json.loads(text)
+            value = loads_strict(text)
         except ValueError as e:
             return None, f"invalid JSON: {e}"
         req = self.options.require
@@ -248,9 +286,31 @@ class JsonValid(BuiltinScorer):
             return None, f"top-level JSON is {type(value).__name__}, expected an array"
         return value, None
 
+    def _check(self, text: str) -> tuple[str | None, bool]:
+        """Why `text` fails (None when it passes), and whether it parsed as the required type."""
+        _, why = self._parse(text)
+        return why, why is None
+
+    def _why(self, output: str) -> str | None:
+        """Why the output fails (None when it passes). With `extract`, the first candidate
+        that passes wins; else the reason of the first candidate that parsed, else of the
+        first candidate."""
+        if not self.options.extract:
+            return self._check(output)[0]
+        first: str | None = None
+        parsed: str | None = None
+        for c in json_candidates(output):
+            why, ok = self._check(c)
+            if why is None:
+                return None
+            first = first or why
+            if ok and parsed is None:
+                parsed = why
+        return parsed or first or "invalid JSON: empty output"
+
     def _score_rows(self, batch: ScoringBatch, rows: list[int], out: BatchScores) -> None:
         for i in rows:
-            _, why = self._parse(batch.outputs[i])  # type: ignore[arg-type]
+            why = self._why(batch.outputs[i])  # type: ignore[arg-type]
             out.values[i] = 0.0 if why else 1.0
             out.explanations[i] = why
 
@@ -304,17 +364,16 @@ class JsonSchema(JsonValid):
                               f"{shorten(e.message, 200)}") from None
         self._validator = cls(schema)
 
-    def _score_rows(self, batch: ScoringBatch, rows: list[int], out: BatchScores) -> None:
+    def _check(self, text: str) -> tuple[str | None, bool]:
         from jsonschema.exceptions import best_match
 
-        for i in rows:
-            value, why = self._parse(batch.outputs[i])  # type: ignore[arg-type]
-            if why is None:
-                err = best_match(self._validator.iter_errors(value))
-                if err is not None:
-                    why = f"schema: {err.json_path}: {shorten(err.message, 160)}"
-            out.values[i] = 0.0 if why else 1.0
-            out.explanations[i] = why
+        value, why = self._parse(text)
+        if why is not None:
+            return why, False
+        err = best_match(self._validator.iter_errors(value))
+        if err is None:
+            return None, True
+        return f"schema: {err.json_path}: {shorten(err.message, 160)}", True
 
 
 # --------------------------------------------------------------------------- numeric
