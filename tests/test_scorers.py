@@ -306,6 +306,28 @@ def test_json_schema_inline_and_from_file(tmp_path: Path) -> None:
         one({"name": "s", "kind": "json_schema", "schema": {"type": "nonsense"}})
 
 
+def test_json_schema_refs_resolve_inside_the_schema_and_are_never_fetched(tmp_path: Path
+                                                                          ) -> None:
+    item = {"$defs": {"qty": {"type": "integer", "minimum": 1}}, "type": "object",
+            "properties": {"qty": {"$ref": "#/$defs/qty"}}}
+    s = one({"name": "s", "kind": "json_schema", "schema": item})
+    assert values(s, [case("a"), case("b")], [ok("a", '{"qty": 2}'), ok("b", '{"qty": 0}')]
+                  ) == [1.0, 0.0]
+    for ref in ("#/$defs/missing", "other.json", "http://127.0.0.1:9/schema.json"):
+        bad = {"type": "object", "properties": {"x": {"$ref": ref}}}
+        with pytest.raises(ConfigError, match="does not resolve"):
+            one({"name": "s", "kind": "json_schema", "schema": bad})
+    # a nested $id defers the check to scoring: still a usage error, and nothing is written
+    nested = {"type": "object", "properties": {"x": {"$id": "https://example.com/x",
+                                                       "$ref": "missing.json"}}}
+    run = make_run(tmp_path, [case("a")], [ok("a", '{"x": 1}')])
+    cfg = ScorersConfig.from_data({"scorers": [{"name": "s", "kind": "json_schema",
+                                                "schema": nested}]})
+    with pytest.raises(ConfigError, match="does not resolve"):
+        score_run(run, cfg)
+    assert not (run / "scores.parquet").exists()
+
+
 def test_numeric_tolerance_extraction_and_bad_references() -> None:
     cases = [case("a", ["1,234.5"]), case("b", ["42"]), case("c", ["42"]), case("d", ["about 7 or 8"]),
              case("e", ["3"])]

@@ -362,15 +362,69 @@ class JsonSchema(JsonValid):
         except js_exc.SchemaError as e:
             raise ConfigError(f"scorer '{self.name}': {where}: not a valid JSON Schema: "
                               f"{shorten(e.message, 200)}") from None
-        self._validator = cls(schema)
+        # An empty registry: a `$ref` is resolved inside the schema (and the JSON Schema
+        # metaschemas), never fetched over the network while scoring.
+        import referencing
+
+        self._validator = cls(schema, registry=referencing.Registry())
+        self._where = where
+        self._check_refs(schema)
+
+    def _check_refs(self, schema: dict[str, Any]) -> None:
+        """A `$ref` that does not resolve is a config error now, not one failure per case."""
+        import referencing
+        import referencing.jsonschema
+        from jsonschema_specifications import REGISTRY
+
+        refs: list[str] = []
+        nested_ids = False
+
+        def walk(node: Any, root: bool) -> None:
+            nonlocal nested_ids
+            if isinstance(node, dict):
+                if isinstance(node.get("$ref"), str):
+                    refs.append(node["$ref"])
+                if not root and "$id" in node:
+                    nested_ids = True
+                for k, v in node.items():
+                    if k not in ("const", "enum", "default", "examples"):
+                        walk(v, False)
+            elif isinstance(node, list):
+                for v in node:
+                    walk(v, False)
+
+        walk(schema, True)
+        if not refs or nested_ids:  # nested $id change the base URI: checked while scoring
+            return
+        spec = referencing.jsonschema.specification_with(
+            str(schema.get("$schema", "")), default=referencing.jsonschema.DRAFT202012)
+        resource = spec.create_resource(schema)
+        base = resource.id() or ""
+        resolver = REGISTRY.combine(
+            referencing.Registry().with_resource(base, resource)).resolver(base_uri=base)
+        for ref in refs:
+            try:
+                resolver.lookup(ref)
+            except referencing.exceptions.Unresolvable:
+                raise self._unresolvable(ref) from None
+
+    def _unresolvable(self, ref: str) -> ConfigError:
+        return ConfigError(f"scorer '{self.name}': {self._where}: $ref {ref!r} does not "
+                           "resolve within the schema",
+                           hint="define it under $defs (e.g. \"$ref\": \"#/$defs/item\"); "
+                                "other files and URLs are not fetched")
 
     def _check(self, text: str) -> tuple[str | None, bool]:
         from jsonschema.exceptions import best_match
+        from referencing.exceptions import Unresolvable
 
         value, why = self._parse(text)
         if why is not None:
             return why, False
-        err = best_match(self._validator.iter_errors(value))
+        try:
+            err = best_match(self._validator.iter_errors(value))
+        except Unresolvable as e:
+            raise self._unresolvable(str(getattr(e, "ref", e))) from None
         if err is None:
             return None, True
         return f"schema: {err.json_path}: {shorten(err.message, 160)}", True
