@@ -270,6 +270,35 @@ def test_concurrency_limit_is_respected(tmp_path: Path) -> None:
     assert elapsed >= 0.4  # 8 requests of 0.1 s, at most 2 at a time
 
 
+def test_identical_requests_in_one_run_are_paid_once(tmp_path: Path) -> None:
+    """`replay --repeats 4` at temperature 0 often gives the same reply four times: the four
+    identical verdict requests run concurrently, and only one of them may reach the judge."""
+    cases = [case("a", ["Paris"]), case("b", ["Paris"])]
+    run = make_run(tmp_path, cases, [ok("a", "It is Paris.", sample=s) for s in range(4)]
+                   + [ok("b", "Lyon", sample=s) for s in range(3)])
+    with FakeOpenAIServer(responder=paris_grader, latency_s=0.05) as server:
+        summary = score_run(run, cfg(judge_entry(server)), cache=tmp_path / "cache.sqlite")
+        assert server.request_count == 2
+    got = read_scores(run)
+    assert [got[("a", s, "quality")]["value"] for s in range(4)] == [5.0] * 4
+    assert [got[("b", s, "quality")]["value"] for s in range(3)] == [2.0] * 3
+    use = summary["usage"]["quality"]
+    assert use["requests"] == 2 and use["verdicts"] == 7 and use["cached"] == 5
+
+    # a failed verdict is the failure of every case that asked the same question
+    def never_json(body: dict[str, Any], index: int) -> str:
+        return "no verdict today"
+
+    with FakeOpenAIServer(responder=never_json) as server:
+        summary = score_run(run, cfg(judge_entry(server, rubric="Other?", reask=0)),
+                            cache=tmp_path / "cache.sqlite")
+        assert server.request_count == 2
+    got = read_scores(run)
+    assert all(got[("a", s, "quality")]["value"] is None for s in range(4))
+    assert "invalid verdict" in (got[("a", 3, "quality")]["error"] or "")
+    assert summary["metrics"]["quality"]["failures"] == 7
+
+
 # --------------------------------------------------------------------------- pairwise
 def pair_entry(server: FakeOpenAIServer, **kw: Any) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": "vs_base", "kind": "llm_pairwise", "model": "judge-1",

@@ -172,6 +172,27 @@ def test_normalize_ascii_fast_path_agrees_with_unicode_path() -> None:
     assert normalize("a cat.", collapse_whitespace=False) == "cat"
 
 
+def test_unicode_text_keeps_combining_marks_and_compares_in_nfc() -> None:
+    import unicodedata
+
+    # Devanagari vowel signs are combining marks: they belong to the word, not between words
+    assert tokens("हिन्दी भाषा") == ["हिन्दी", "भाषा"]
+    assert token_f1(tokens("भाषा"), tokens("भूषा")) == 0.0  # different words stay different
+    assert normalize("हिन्दी, भाषा!") == "हिन्दी भाषा"
+    # "é" precomposed vs "e" + combining acute: the same text
+    composed = "Le café résumé"
+    decomposed = unicodedata.normalize("NFD", composed)
+    assert composed != decomposed
+    assert tokens(decomposed) == tokens(composed) == ["le", "café", "résumé"]
+    assert normalize(decomposed) == normalize(composed)
+    assert fuzzy_ratio(composed, decomposed) == 1.0
+    cases = [case("a", [composed])]
+    res = [ok("a", decomposed)]
+    for kind in ("exact_match", "normalized_match", "contains", "token_f1", "rouge_l",
+                 "fuzzy_ratio"):
+        assert values(one({"name": "m", "kind": kind}), cases, res) == [1.0], kind
+
+
 def test_numbers_parse_separators_signs_and_exponents() -> None:
     assert numbers("paid $1,234.50 then -3 and 2e3, .5") == [1234.5, -3.0, 2000.0, 0.5]
     assert numbers("no digits") == []
@@ -244,6 +265,29 @@ def test_json_valid_with_extraction_and_required_type() -> None:
     assert "expected an object" in why
 
 
+def test_json_valid_rejects_nan_and_extract_finds_the_json_among_other_text() -> None:
+    plain = one({"name": "j", "kind": "json_valid"})
+    nan = [ok("a", '{"x": NaN}'), ok("b", "[Infinity]"), ok("c", "-Infinity")]
+    assert values(plain, [case(c) for c in "abc"], nan) == [0.0, 0.0, 0.0]
+    assert "NaN is not valid JSON" in (plain.score(case("a"), nan[0]).explanation or "")
+    fence = "```"
+    replies = [
+        f"Code:\n{fence}python\nprint(1)\n{fence}\nData:\n{fence}json\n{{\"x\": 1}}\n{fence}",
+        f"{fence}python\n{{\"x\": 2}}\n{fence}",
+        'Fill in {name} later. The result: {"x": 3}',
+        'Per [1], the result is {"x": 4}',
+        "No JSON here {at all}",
+    ]
+    cases = [case(str(i)) for i in range(len(replies))]
+    res = [ok(str(i), r) for i, r in enumerate(replies)]
+    ext = one({"name": "j", "kind": "json_valid", "extract": True, "require": "object"})
+    assert values(ext, cases, res) == [1.0, 1.0, 1.0, 1.0, 0.0]
+    schema = one({"name": "s", "kind": "json_schema", "extract": True,
+                  "schema": {"type": "object", "required": ["x"],
+                             "properties": {"x": {"const": 4}}}})
+    assert values(schema, cases[3:4], res[3:4]) == [1.0]
+
+
 def test_json_schema_inline_and_from_file(tmp_path: Path) -> None:
     schema = {"type": "object", "properties": {"amount": {"type": "number", "minimum": 0}},
               "required": ["amount"]}
@@ -262,6 +306,28 @@ def test_json_schema_inline_and_from_file(tmp_path: Path) -> None:
         one({"name": "s", "kind": "json_schema", "schema": {"type": "nonsense"}})
 
 
+def test_json_schema_refs_resolve_inside_the_schema_and_are_never_fetched(tmp_path: Path
+                                                                          ) -> None:
+    item = {"$defs": {"qty": {"type": "integer", "minimum": 1}}, "type": "object",
+            "properties": {"qty": {"$ref": "#/$defs/qty"}}}
+    s = one({"name": "s", "kind": "json_schema", "schema": item})
+    assert values(s, [case("a"), case("b")], [ok("a", '{"qty": 2}'), ok("b", '{"qty": 0}')]
+                  ) == [1.0, 0.0]
+    for ref in ("#/$defs/missing", "other.json", "http://127.0.0.1:9/schema.json"):
+        bad = {"type": "object", "properties": {"x": {"$ref": ref}}}
+        with pytest.raises(ConfigError, match="does not resolve"):
+            one({"name": "s", "kind": "json_schema", "schema": bad})
+    # a nested $id defers the check to scoring: still a usage error, and nothing is written
+    nested = {"type": "object", "properties": {"x": {"$id": "https://example.com/x",
+                                                       "$ref": "missing.json"}}}
+    run = make_run(tmp_path, [case("a")], [ok("a", '{"x": 1}')])
+    cfg = ScorersConfig.from_data({"scorers": [{"name": "s", "kind": "json_schema",
+                                                "schema": nested}]})
+    with pytest.raises(ConfigError, match="does not resolve"):
+        score_run(run, cfg)
+    assert not (run / "scores.parquet").exists()
+
+
 def test_numeric_tolerance_extraction_and_bad_references() -> None:
     cases = [case("a", ["1,234.5"]), case("b", ["42"]), case("c", ["42"]), case("d", ["about 7 or 8"]),
              case("e", ["3"])]
@@ -278,6 +344,20 @@ def test_numeric_tolerance_extraction_and_bad_references() -> None:
     assert values(only, cases[4:], res[4:]) == [0.0]
     fixed = one({"name": "n", "kind": "numeric", "expected": 0.5, "rel_tol": 0.1})
     assert values(fixed, [case("x")], [ok("x", "p = 0.52")]) == [1.0]
+
+
+def test_numeric_signs_dashes_unicode_minus_and_non_finite_references() -> None:
+    assert numbers("pages 5-10, on 2024-01-15") == [5.0, 10.0, 2024.0, 1.0, 15.0]
+    assert numbers("it fell to −5 (a typographic minus), then -$3, +2 and x=-1") == [-5.0, -3.0, 2.0, -1.0]
+    exact = one({"name": "n", "kind": "numeric"})
+    cases = [case("a", ["-5"]), case("b", ["5"]), case("c", ["10"]), case("d", ["-$3"]),
+             case("e", ["NaN"]), case("f", ["inf"])]
+    res = [ok("a", "The answer is −5"), ok("b", "The answer is −5"), ok("c", "between 5-10"),
+           ok("d", "a refund of -$3"), ok("e", "5"), ok("f", "5")]
+    assert values(exact, cases, res) == [1.0, 0.0, 1.0, 1.0, None, None]
+    assert "not one number" in (exact.score(cases[4], res[4]).error or "")
+    with pytest.raises(ConfigError, match="expected"):
+        one({"name": "n", "kind": "numeric", "expected": float("nan")})
 
 
 # --------------------------------------------------------------------------- similarity

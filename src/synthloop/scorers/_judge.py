@@ -289,6 +289,9 @@ class _JudgeBase:
         self._sem: asyncio.Semaphore | None = None
         self.cache: ResponseCache | None = None
         self.stats = JudgeUsage()
+        self._inflight: dict[str, asyncio.Future[Any]] = {}
+        """Requests being asked now, by cache key: an identical request (repeated samples with
+        the same reply) waits for that verdict instead of paying again."""
 
     # -- setup
     def _resolve_key(self) -> str:
@@ -416,6 +419,33 @@ class _JudgeBase:
                     return v, True
                 except (ValidationError, KeyError, TypeError, InvalidVerdict):
                     pass  # an entry from another version of the schema: ask again
+            pending = self._inflight.get(key)
+            if pending is not None:
+                v = await asyncio.shield(pending)
+                self.stats.cached += 1
+                self.stats.verdicts += 1
+                return v, True
+            fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._inflight[key] = fut
+            try:
+                v, _ = await self._ask(messages, params, key)
+            except asyncio.CancelledError:
+                fut.cancel()
+                raise
+            except BaseException as e:
+                fut.set_exception(e)
+                fut.exception()  # retrieved: no "never retrieved" warning without waiters
+                raise
+            else:
+                fut.set_result(v)
+            finally:
+                self._inflight.pop(key, None)
+            return v, False
+        return await self._ask(messages, params, key)
+
+    async def _ask(self, messages: list[dict[str, str]], params: dict[str, Any], key: str
+                   ) -> tuple[Any, bool]:
+        """Ask the judge (re-asking invalid verdicts) and cache the valid verdict."""
         convo = list(messages)
         why = ""
         for attempt in range(self.options.reask + 1):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,7 +16,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from synthloop.config import read_text
 from synthloop.errors import ConfigError
 from synthloop.scorers._base import BatchScores, BuiltinScorer, ScorerOptions, ScoringBatch
-from synthloop.scorers._text import normalize, numbers, shorten
+from synthloop.scorers._text import nfc, normalize, numbers, shorten
 
 NO_GOOD_REFERENCE = "case has no good reference (add references.good to the evalset)"
 
@@ -55,7 +56,7 @@ class ExactMatch(BuiltinScorer):
 
     def _norm(self, text: str) -> str:
         o = self.options
-        text = text.strip()
+        text = nfc(text.strip())
         if not o.case_sensitive:
             text = text.lower()
         if o.collapse_whitespace:
@@ -118,20 +119,20 @@ class Contains(BuiltinScorer):
         super().__init__(options, base_dir)
         t = options.text
         fixed = [t] if isinstance(t, str) else t
-        self._fixed = None if fixed is None else [s if options.case_sensitive else s.lower()
-                                                  for s in fixed]
+        self._fixed = None if fixed is None else [nfc(s) if options.case_sensitive
+                                                  else nfc(s).lower() for s in fixed]
 
     def _score_rows(self, batch: ScoringBatch, rows: list[int], out: BatchScores) -> None:
         o = self.options
         cs = o.case_sensitive
         test = any if o.mode == "any" else all
         for i in rows:
-            text = batch.outputs[i] or ""
+            text = nfc(batch.outputs[i] or "")
             if not cs:
                 text = text.lower()
             needles = self._fixed
             if needles is None:
-                refs = [r.strip() for r in batch.good[i] if r.strip()]
+                refs = [nfc(r.strip()) for r in batch.good[i] if r.strip()]
                 if not refs:
                     out.errors[i] = NO_GOOD_REFERENCE
                     continue
@@ -198,30 +199,68 @@ class Regex(BuiltinScorer):
 
 # --------------------------------------------------------------------------- JSON
 _JSON_STARTS = frozenset('{["-0123456789tfn')
-_FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
+_FENCE = re.compile(r"```[ \t]*([\w+.-]*)[^\n`]*\n?(.*?)```", re.DOTALL)
+_MAX_SCAN = 64
+"""`extract` tries at most this many `{` / `[` positions after the simpler candidates."""
 
 
-def extract_json_text(text: str) -> str:
-    """The JSON part of a reply: a fenced ```json block, else from the first `{`/`[` to the
-    last matching `}`/`]`, else the trimmed text."""
-    m = _FENCE.search(text)
-    if m:
-        return m.group(1).strip()
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON (RFC 8259 has no NaN or Infinity)")
+
+
+def loads_strict(text: str) -> Any:
+    """`json.loads` without Python's extensions: NaN, Infinity and -Infinity are rejected."""
+    return json.loads(text, parse_constant=_no_constant)
+
+
+def json_candidates(text: str) -> Iterator[str]:
+    """Where the JSON of a reply may be, most likely first: ```json fences, untagged fences,
+    other fences, from the first `{`/`[` to the last matching `}`/`]`, then every value that
+    decodes from a `{` or `[` (at most `_MAX_SCAN` positions). The trimmed text when there is
+    no candidate at all."""
+    tagged: list[str] = []
+    untagged: list[str] = []
+    other: list[str] = []
+    for m in _FENCE.finditer(text):
+        tag = m.group(1).lower()
+        (tagged if tag == "json" else untagged if not tag else other).append(m.group(2).strip())
+    found = False
+    for c in tagged + untagged + other:
+        found = True
+        yield c
     starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
-    if starts:
-        start = min(starts)
-        close = "}" if text[start] == "{" else "]"
-        end = text.rfind(close)
-        if end > start:
-            return text[start:end + 1]
-    return text.strip()
+    if not starts:
+        if not found:
+            yield text.strip()
+        return
+    start = min(starts)
+    close = "}" if text[start] == "{" else "]"
+    end = text.rfind(close)
+    if end > start:
+        yield text[start:end + 1]
+    elif not found:
+        yield text.strip()
+    decoder = json.JSONDecoder(parse_constant=_no_constant)
+    scanned = 0
+    for i, ch in enumerate(text):
+        if ch in "{[":
+            scanned += 1
+            try:
+                _, stop = decoder.raw_decode(text, i)
+            except ValueError:
+                pass
+            else:
+                yield text[i:stop]
+            if scanned >= _MAX_SCAN:
+                return
 
 
 class JsonValidOptions(ScorerOptions):
     """`kind: json_valid`: the output parses as JSON."""
 
     extract: bool = False
-    """Look for JSON inside the reply (a ```json fence or the outermost {...} / [...])."""
+    """Look for JSON inside the reply (a ```json fence, another fence, the outermost {...} /
+    [...], else the first {...} / [...] that parses)."""
     require: Literal["any", "object", "array"] = "any"
     """Also require the top-level value to be an object / array."""
 
@@ -231,14 +270,13 @@ class JsonValid(BuiltinScorer):
     options_model = JsonValidOptions
 
     def _parse(self, text: str) -> tuple[Any, str | None]:
-        if self.options.extract:
-            text = extract_json_text(text)
+        """`text` as JSON of the required type: (value, None), or (None, why not)."""
         head = text.lstrip()[:1]
         if head not in _JSON_STARTS:  # fast path: no exception per non-JSON reply
             return None, ("invalid JSON: empty output" if not head
                           else f"invalid JSON: starts with {head!r}")
         try:
-            value = json.loads(text)
+            value = loads_strict(text)
         except ValueError as e:
             return None, f"invalid JSON: {e}"
         req = self.options.require
@@ -248,9 +286,31 @@ class JsonValid(BuiltinScorer):
             return None, f"top-level JSON is {type(value).__name__}, expected an array"
         return value, None
 
+    def _check(self, text: str) -> tuple[str | None, bool]:
+        """Why `text` fails (None when it passes), and whether it parsed as the required type."""
+        _, why = self._parse(text)
+        return why, why is None
+
+    def _why(self, output: str) -> str | None:
+        """Why the output fails (None when it passes). With `extract`, the first candidate
+        that passes wins; else the reason of the first candidate that parsed, else of the
+        first candidate."""
+        if not self.options.extract:
+            return self._check(output)[0]
+        first: str | None = None
+        parsed: str | None = None
+        for c in json_candidates(output):
+            why, ok = self._check(c)
+            if why is None:
+                return None
+            first = first or why
+            if ok and parsed is None:
+                parsed = why
+        return parsed or first or "invalid JSON: empty output"
+
     def _score_rows(self, batch: ScoringBatch, rows: list[int], out: BatchScores) -> None:
         for i in rows:
-            _, why = self._parse(batch.outputs[i])  # type: ignore[arg-type]
+            why = self._why(batch.outputs[i])  # type: ignore[arg-type]
             out.values[i] = 0.0 if why else 1.0
             out.explanations[i] = why
 
@@ -302,26 +362,79 @@ class JsonSchema(JsonValid):
         except js_exc.SchemaError as e:
             raise ConfigError(f"scorer '{self.name}': {where}: not a valid JSON Schema: "
                               f"{shorten(e.message, 200)}") from None
-        self._validator = cls(schema)
+        # An empty registry: a `$ref` is resolved inside the schema (and the JSON Schema
+        # metaschemas), never fetched over the network while scoring.
+        import referencing
 
-    def _score_rows(self, batch: ScoringBatch, rows: list[int], out: BatchScores) -> None:
+        self._validator = cls(schema, registry=referencing.Registry())
+        self._where = where
+        self._check_refs(schema)
+
+    def _check_refs(self, schema: dict[str, Any]) -> None:
+        """A `$ref` that does not resolve is a config error now, not one failure per case."""
+        import referencing
+        import referencing.jsonschema
+        from jsonschema_specifications import REGISTRY
+
+        refs: list[str] = []
+        nested_ids = False
+
+        def walk(node: Any, root: bool) -> None:
+            nonlocal nested_ids
+            if isinstance(node, dict):
+                if isinstance(node.get("$ref"), str):
+                    refs.append(node["$ref"])
+                if not root and "$id" in node:
+                    nested_ids = True
+                for k, v in node.items():
+                    if k not in ("const", "enum", "default", "examples"):
+                        walk(v, False)
+            elif isinstance(node, list):
+                for v in node:
+                    walk(v, False)
+
+        walk(schema, True)
+        if not refs or nested_ids:  # nested $id change the base URI: checked while scoring
+            return
+        spec = referencing.jsonschema.specification_with(
+            str(schema.get("$schema", "")), default=referencing.jsonschema.DRAFT202012)
+        resource = spec.create_resource(schema)
+        base = resource.id() or ""
+        resolver = REGISTRY.combine(
+            referencing.Registry().with_resource(base, resource)).resolver(base_uri=base)
+        for ref in refs:
+            try:
+                resolver.lookup(ref)
+            except referencing.exceptions.Unresolvable:
+                raise self._unresolvable(ref) from None
+
+    def _unresolvable(self, ref: str) -> ConfigError:
+        return ConfigError(f"scorer '{self.name}': {self._where}: $ref {ref!r} does not "
+                           "resolve within the schema",
+                           hint="define it under $defs (e.g. \"$ref\": \"#/$defs/item\"); "
+                                "other files and URLs are not fetched")
+
+    def _check(self, text: str) -> tuple[str | None, bool]:
         from jsonschema.exceptions import best_match
+        from referencing.exceptions import Unresolvable
 
-        for i in rows:
-            value, why = self._parse(batch.outputs[i])  # type: ignore[arg-type]
-            if why is None:
-                err = best_match(self._validator.iter_errors(value))
-                if err is not None:
-                    why = f"schema: {err.json_path}: {shorten(err.message, 160)}"
-            out.values[i] = 0.0 if why else 1.0
-            out.explanations[i] = why
+        value, why = self._parse(text)
+        if why is not None:
+            return why, False
+        try:
+            err = best_match(self._validator.iter_errors(value))
+        except Unresolvable as e:
+            raise self._unresolvable(str(getattr(e, "ref", e))) from None
+        if err is None:
+            return None, True
+        return f"schema: {err.json_path}: {shorten(err.message, 160)}", True
 
 
 # --------------------------------------------------------------------------- numeric
 class NumericOptions(ScorerOptions):
     """`kind: numeric`: the number in the output is within tolerance of the expected one."""
 
-    expected: float | None = None
+    expected: float | None = Field(default=None, allow_inf_nan=False)
     """A fixed expected number. When omitted, the number in the case's first good reference."""
     extract: Literal["first", "last", "only"] = "last"
     """Which number of the output to use; `only` fails outputs with several numbers."""
@@ -335,9 +448,12 @@ def reference_number(text: str) -> float | None:
     """A reference as a number: the whole string, else its only number."""
     s = text.strip().replace(",", "").removeprefix("$").removesuffix("%").strip()
     try:
-        return float(s)
+        value = float(s)
     except ValueError:
         pass
+    else:
+        if math.isfinite(value):  # "nan" and "inf" are not numbers to compare with
+            return value
     found = numbers(text)
     return found[0] if len(found) == 1 else None
 

@@ -2,16 +2,53 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import string
+import unicodedata
 from collections.abc import Sequence
+from functools import cache
 
 _WS = re.compile(r"\s+")
-_PUNCT = re.compile(r"[^\w\s]")
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
-_TOKEN = re.compile(r"\w+")
 _DIGIT = re.compile(r"\d")
-_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+]?\.\d+")
+# A sign counts only where a number can start (not in "5-10" or "2024-01-15", whose hyphens are
+# dashes); U+2212 is the typographic minus. A currency symbol may sit between sign and digits.
+_NUMBER = re.compile(r"(?:(?<![\w.])[-+\u2212])?[$€£¥]?"
+                     r"(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?")
+_NOT_IN_FLOAT = str.maketrans({",": None, "$": None, "€": None, "£": None, "¥": None,
+                               "\u2212": "-"})
+
+
+@cache
+def _marks() -> str:
+    """A regex character-class body holding every combining mark (Unicode categories Mn, Mc,
+    Me). Python's `\\w` leaves them out, which would cut "हिन्दी" into the consonants
+    ह, न, द and drop the vowel signs: marks belong to the word they sit on."""
+    spans: list[list[int]] = []
+    for cp in itertools.chain(range(0x20000), range(0xE0000, 0xE1000)):  # every mark's plane
+        if unicodedata.category(chr(cp))[0] == "M":
+            if spans and spans[-1][1] == cp - 1:
+                spans[-1][1] = cp
+            else:
+                spans.append([cp, cp])
+    return "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in spans)
+
+
+@cache
+def _token_re() -> re.Pattern[str]:
+    return re.compile(rf"[\w{_marks()}]+")
+
+
+@cache
+def _punct_re() -> re.Pattern[str]:
+    return re.compile(rf"[^\w\s{_marks()}]")
+
+
+def nfc(text: str) -> str:
+    """`text` in Unicode NFC, so canonically equivalent spellings ("é" as one code point or as
+    "e" + a combining accent) compare equal."""
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
 
 
 _ARTICLE_SET = frozenset({"a", "an", "the"})
@@ -23,14 +60,15 @@ _PUNCT_DROP = str.maketrans({c: None for c in _ASCII_PUNCT})
 def normalize(text: str, *, lowercase: bool = True, strip_punctuation: bool = True,
               remove_articles: bool = True, collapse_whitespace: bool = True) -> str:
     """SQuAD-style normalisation (each step optional): lowercase, drop punctuation and English
-    articles, collapse whitespace; always trims."""
+    articles, collapse whitespace; always trims. Unicode text is compared in NFC form."""
+    text = nfc(text)
     if lowercase:
         text = text.lower()
     if strip_punctuation:
         if text.isascii():  # fast path: str.translate instead of a regex
             text = text.translate(_PUNCT_TO_SPACE if collapse_whitespace else _PUNCT_DROP)
         else:
-            text = _PUNCT.sub(" " if collapse_whitespace else "", text)
+            text = _punct_re().sub(" " if collapse_whitespace else "", text)
     if collapse_whitespace:
         words = text.split()
         if remove_articles:
@@ -47,11 +85,11 @@ _NONWORD_TO_SPACE = bytes(c if c < 128 and (chr(c).isalnum() or c == 95) else 32
 
 
 def tokens(text: str) -> list[str]:
-    """Lower-cased word tokens (Unicode `\\w+` runs): punctuation and spacing never count."""
-    low = text.lower()
-    if low.isascii():  # fast path, same tokens as the regex: non-word ASCII → space, split
-        return low.encode("ascii").translate(_NONWORD_TO_SPACE).decode("ascii").split()
-    return _TOKEN.findall(low)
+    """Lower-cased word tokens (Unicode `\\w+` runs, with the combining marks of a word kept
+    in it; text in NFC form): punctuation and spacing never count."""
+    if text.isascii():  # fast path, same tokens as the regex: non-word ASCII → space, split
+        return text.lower().encode("ascii").translate(_NONWORD_TO_SPACE).decode("ascii").split()
+    return _token_re().findall(nfc(text).lower())
 
 
 def _counts(toks: Sequence[str]) -> dict[str, int]:
@@ -133,8 +171,8 @@ def fuzzy_ratio(a: str, b: str) -> float:
     """Character-level similarity 2·LCS / (len a + len b) of the lowercased, whitespace-
     collapsed strings: the normalised Indel similarity (the definition of rapidfuzz's
     `fuzz.ratio`), computed with the bit-parallel LCS."""
-    a2 = " ".join(a.lower().split())
-    b2 = " ".join(b.lower().split())
+    a2 = " ".join(nfc(a).lower().split())
+    b2 = " ".join(nfc(b).lower().split())
     total = len(a2) + len(b2)
     if total == 0:
         return 1.0
@@ -142,13 +180,14 @@ def fuzzy_ratio(a: str, b: str) -> float:
 
 
 def numbers(text: str) -> list[float]:
-    """Every number in `text` (thousands separators and exponents allowed), in order."""
+    """Every number in `text` (thousands separators, signs, currency symbols and exponents
+    allowed), in order. A hyphen between digits or after a word is a dash, not a minus."""
     out: list[float] = []
     if not _DIGIT.search(text):
         return out
     for m in _NUMBER.finditer(text):
         try:
-            out.append(float(m.group(0).replace(",", "")))
+            out.append(float(m.group(0).translate(_NOT_IN_FLOAT)))
         except ValueError:  # pragma: no cover - the pattern only matches numbers
             continue
     return out
