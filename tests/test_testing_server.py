@@ -227,3 +227,32 @@ def test_fault_plan_validation() -> None:
         FaultPlan(rate=1.5)
     server = FakeOpenAIServer()
     server.stop()  # stopping a server that never started is harmless
+
+
+@pytest.mark.parametrize("model_path", [
+    "synthloop.generate.llm._generator:UserMessage",
+    "synthloop.generate.llm._generator:Reaction",
+    "synthloop.simulate:UserTurn",
+    "synthloop.scorers._judge:PointwiseVerdict",
+    "synthloop.scorers._judge:PairwiseVerdict",
+])
+def test_default_reply_to_a_structured_output_request_is_valid_against_its_schema(
+        model_path: str) -> None:
+    """So the LLM generator, the judge and simulate run against the fake server as it is."""
+    import importlib
+
+    import jsonschema
+
+    from synthloop.llm_client import strict_schema
+
+    module, _, name = model_path.partition(":")
+    model = getattr(importlib.import_module(module), name)
+    schema = strict_schema(model)
+    body = _chat_body("my parcel is late", response_format={
+        "type": "json_schema", "json_schema": {"name": name, "strict": True, "schema": schema}})
+    first = default_reply(body)
+    doc = json.loads(first)
+    jsonschema.validate(doc, schema)
+    model.model_validate(doc)
+    assert default_reply(body) == first  # deterministic
+    assert default_reply({**body, "seed": 5}) != first  # a new sample, as a model would give

@@ -119,14 +119,71 @@ def _last_user_text(body: Mapping[str, Any]) -> str:
     return ""
 
 
+_WORDS = ("order", "refund", "account", "password", "invoice", "delivery", "plan", "upgrade",
+          "login", "billing", "parcel", "export", "notes", "sync", "trial", "card", "address",
+          "support", "update", "error", "today", "please", "again", "still", "quickly", "why")
+
+
+def _schema_instance(schema: Any, seed: str, path: str = "$", defs: Mapping[str, Any] | None = None,
+                     depth: int = 0) -> Any:
+    """A deterministic value that validates against a (strict, OpenAI-style) JSON Schema:
+    strings are a few words drawn from sha256(seed, path), numbers the low end of their range,
+    enums and anyOf their first option. Enough for structured-output clients (the LLM
+    generator, the judge, simulate) to run against the fake server unchanged."""
+    if not isinstance(schema, Mapping) or depth > 12:
+        return None
+    defs = defs if defs is not None else {**schema.get("$defs", {}), **schema.get("definitions", {})}
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.rsplit("/", 1)[-1] in defs:
+        return _schema_instance(defs[ref.rsplit("/", 1)[-1]], seed, path, defs, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        options = schema.get(key)
+        if isinstance(options, list) and options:
+            return _schema_instance(options[0], seed, path, defs, depth + 1)
+    kind = schema.get("type", "object" if "properties" in schema else "string")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object":
+        props = schema.get("properties") or {}
+        return {k: _schema_instance(v, seed, f"{path}.{k}", defs, depth + 1)
+                for k, v in props.items()}
+    if kind == "array":
+        n = max(1, int(schema.get("minItems", 1)))
+        return [_schema_instance(schema.get("items", {}), seed, f"{path}[{i}]", defs, depth + 1)
+                for i in range(n)]
+    if kind in ("integer", "number"):
+        low = schema.get("minimum", schema.get("exclusiveMinimum", 0))
+        value = low + (1 if "exclusiveMinimum" in schema else 0)
+        return int(value) if kind == "integer" else float(value)
+    if kind == "boolean":
+        return hashlib.sha256(f"{seed}|{path}".encode()).digest()[0] % 2 == 0
+    if kind == "null":
+        return None
+    digest = hashlib.sha256(f"{seed}|{path}".encode()).digest()
+    words = " ".join(_WORDS[b % len(_WORDS)] for b in digest[: 4 + digest[-1] % 8])
+    return words[0].upper() + words[1:]
+
+
 def default_reply(body: Mapping[str, Any]) -> str:
     """The default deterministic reply: derived from the last user message (and `seed`).
 
     The same body always gets the same reply; a different `seed` in the body gives a
-    different reply, as a sampling model would.
+    different reply, as a sampling model would. A request for structured output
+    (`response_format: {type: json_schema, ...}`) gets a JSON document valid against its
+    schema.
     """
     text = _last_user_text(body)
     digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    fmt = body.get("response_format")
+    if isinstance(fmt, Mapping) and fmt.get("type") == "json_schema":
+        spec = fmt.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, Mapping) else None
+        if isinstance(schema, Mapping):
+            return json.dumps(_schema_instance(schema, digest), ensure_ascii=False)
     words = text.split()
     gist = " ".join(words[:12])
     return f"Thanks for asking about {gist!s}. Here is what I suggest ({digest})."
