@@ -245,3 +245,40 @@ def test_real_prompts_are_almost_all_left_alone(shared_data: Path) -> None:
     assert len(texts) == 3_062
     assert changed <= 0.01 * len(texts)
     assert s.counts["card"] == 0 and s.counts["iban"] == 0
+
+
+# --------------------------------------------------------------------------- audit gaps
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("iban de89-3704-0044-0532-0130-00 thanks", "de89-3704-0044-0532-0130-00"),
+        ("iban de89370400440532013000.", "de89370400440532013000"),
+        ("iban DE89-3704-0044-0532-0130-00 ok", "DE89-3704-0044-0532-0130-00"),
+        ("iban de89 3704 0044 0532 0130 00 ok", "de89 3704 0044 0532 0130 00"),
+        ("iban gb82 west 1234 5698 7654 32 ok", "gb82 west 1234 5698 7654 32"),
+        ("to Fr14-2004-1010-0505-0001-3m02-606", "Fr14-2004-1010-0505-0001-3m02-606"),
+    ],
+)
+def test_iban_in_lower_case_or_with_dashes(text: str, value: str) -> None:
+    assert [(m.kind, m.value) for m in find_pii(text)] == [("iban", value)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "iban de89-3704-0044-0532-0130-01 has a bad checksum",
+        "iban de89370400440532013001 has a bad checksum",
+        "meet at10 am tomorrow and bring the signed forms please",
+        "the de12 model and the at34 unit ship in 2024 with 12 parts",
+        "sku ab12-cdef-ghij-klmn-opqr-st",
+        "commit be12f0a9c3d4e5f60718293a4b5c6d7e8f901234 fixed it",
+    ],
+)
+def test_lower_case_iban_shapes_in_prose_are_not_pii(text: str) -> None:
+    assert find_pii(text) == []
+
+
+def test_iban_right_after_another_candidate_is_found() -> None:
+    text = "DE89 3704 0044 0532 0130 00 GB82WEST12345698765432 and ab12 or de89370400440532013000"
+    assert [m.value for m in find_pii(text)] == [
+        "DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432", "de89370400440532013000"]
