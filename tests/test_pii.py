@@ -282,3 +282,27 @@ def test_iban_right_after_another_candidate_is_found() -> None:
     text = "DE89 3704 0044 0532 0130 00 GB82WEST12345698765432 and ab12 or de89370400440532013000"
     assert [m.value for m in find_pii(text)] == [
         "DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432", "de89370400440532013000"]
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("call 415-555-2671x123 today", "415-555-2671x123"),
+        ("call +1 415 555 2671 ext. 12 today", "+1 415 555 2671 ext. 12"),
+        ("call (415) 555-2671 ext 4 now", "(415) 555-2671 ext 4"),
+        ("call 020 7946 0958 x 77.", "020 7946 0958 x 77"),
+        ("call +44 20 7946 0958 Ext.99", "+44 20 7946 0958 Ext.99"),
+        ("call 415.555.2671 extension 3210", "415.555.2671 extension 3210"),
+    ],
+)
+def test_phone_with_extension_is_scrubbed_whole(text: str, value: str) -> None:
+    assert [(m.kind, m.value) for m in find_pii(text)] == [("phone", value)]
+    assert scrub_text(text) == text.replace(value, "<PHONE>")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a 1920x1080 screen, 3x4 grid, 2x 10 mg", "order 12345 x 3 items", "ext. 12 and x123"],
+)
+def test_extension_words_alone_are_not_phones(text: str) -> None:
+    assert find_pii(text) == []

@@ -9,7 +9,7 @@ Detected types (`PII_TYPES`), in the priority order used when two detections ove
 | `iban` | `DE89 3704 0044 0532 0130 00`, any case, spaces or dashes optional | country length + ISO 13616 mod-97 checksum; lower-case or dashed: a known country, one run or groups of four |
 | `card` | 13-19 digits starting 2-6, contiguous or in groups of 3+ split by spaces or dashes (also inside a longer run of numbers) | Luhn checksum; card-shaped Luhn-invalid runs are left alone (and protected from the phone detector) |
 | `ip` | IPv4 dotted quads; IPv6 (full or `::`-compressed) | `ipaddress` validation |
-| `phone` | `+CC ...` international numbers, `(415) 555-2671`, `415-555-2671`, national numbers with a trunk `0` (`020 7946 0958`, `06 12 34 56 78`) | 7-15 digits; never part of a longer number |
+| `phone` | `+CC ...` international numbers, `(415) 555-2671`, `415-555-2671`, national numbers with a trunk `0` (`020 7946 0958`, `06 12 34 56 78`), each with an optional extension (`x123`, `ext. 12`, `extension 3`) that is scrubbed with it | 7-15 digits before the extension; never part of a longer number |
 | `name` | names from a configurable list | whole words, case-insensitive, multi-word names allowed |
 
 Replacement `placeholder` gives `<EMAIL>`, `<PHONE>`, `<CARD>`, `<IBAN>`, `<IP>`, `<URL>`,
@@ -120,6 +120,7 @@ _PHONE = re.compile(
       | 1[ .-](?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}                      # 1-415-555-2671
       | 0\d{1,4}[ .-]\d{2,5}(?:[ .-]?\d{2,5}){1,3}                            # 020 7946 0958
     )
+    (?P<ext>[ ]?(?i:x|ext[.:]?|extension)[ ]?\d{1,6})?                     # x123, ext. 12
     (?![\w]|[ .,:/-]\d)
     """,
     re.VERBOSE,
@@ -300,7 +301,8 @@ class Scrubber:
             if "phone" in det and digits >= 7:
                 for m in _PHONE.finditer(text):
                     value = m.group(0)
-                    n = len(_DIGITS.findall(value))
+                    number = value if m.start("ext") < 0 else text[m.start():m.start("ext")]
+                    n = len(_DIGITS.findall(number))
                     low = 8 if value[0] == "+" else 7
                     if low <= n <= 15 and not _DATE_LIKE.match(value):
                         _claim(spans, m.start(), m.end(), "phone")
