@@ -306,3 +306,37 @@ def test_phone_with_extension_is_scrubbed_whole(text: str, value: str) -> None:
 )
 def test_extension_words_alone_are_not_phones(text: str) -> None:
     assert find_pii(text) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("v6 2001:0db8:85a3:0000:0000:8a2e:0370:7334 up", "2001:0db8:85a3:0000:0000:8a2e:0370:7334"),
+        ("v6 2001:db8:0:0:0:0:0:1 up", "2001:db8:0:0:0:0:0:1"),
+        ("v6 2001:0:0:0:0:0:0:1 up", "2001:0:0:0:0:0:0:1"),
+        ("v6 2001:db8::1.", "2001:db8::1"),
+        ("ping fe80::1%eth0 now", "fe80::1%eth0"),
+        ("ping fe80::1ff:fe23:4567:890a%wlan0.", "fe80::1ff:fe23:4567:890a%wlan0"),
+        ("mapped ::ffff:1.2.3.4 here", "::ffff:1.2.3.4"),
+        ("mapped ::ffff:192.168.1.10.", "::ffff:192.168.1.10"),
+        ("nat64 64:ff9b::192.0.2.33 ok", "64:ff9b::192.0.2.33"),
+    ],
+)
+def test_ipv6_forms(text: str, value: str) -> None:
+    assert [(m.kind, m.value) for m in find_pii(text)] == [("ip", value)]
+    assert scrub_text(text) == text.replace(value, "<IP>")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ratios 16:9:4:3:2:1:0:5 compared",
+        "times 10:30:00:00:00:00:00:01 logged",
+        "1:2:3:4:5:6:7:8",
+        "score 12:30::45 and 1::2 and 3:4::5:6",
+        "aspect 16:9 or 4:3, at 10:30:15, verse 3:16, a:b:c and x::y::z",
+        "version 1:2.3.4-5 and epoch 2:1.0.0",
+    ],
+)
+def test_colon_separated_small_numbers_are_not_ipv6(text: str) -> None:
+    assert find_pii(text) == []

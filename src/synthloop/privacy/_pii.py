@@ -8,7 +8,7 @@ Detected types (`PII_TYPES`), in the priority order used when two detections ove
 | `email` | `name@domain.tld` | |
 | `iban` | `DE89 3704 0044 0532 0130 00`, any case, spaces or dashes optional | country length + ISO 13616 mod-97 checksum; lower-case or dashed: a known country, one run or groups of four |
 | `card` | 13-19 digits starting 2-6, contiguous or in groups of 3+ split by spaces or dashes (also inside a longer run of numbers) | Luhn checksum; card-shaped Luhn-invalid runs are left alone (and protected from the phone detector) |
-| `ip` | IPv4 dotted quads; IPv6 (full or `::`-compressed) | `ipaddress` validation |
+| `ip` | IPv4 dotted quads; IPv6 (full or `::`-compressed, with an IPv4 tail `::ffff:1.2.3.4` or a zone `fe80::1%eth0`) | `ipaddress` validation; an IPv6 candidate made only of decimal groups of 1-3 digits (`16:9:4:3:2:1:0:5`, `12:30::45`) is a ratio or a time, not an address |
 | `phone` | `+CC ...` international numbers, `(415) 555-2671`, `415-555-2671`, national numbers with a trunk `0` (`020 7946 0958`, `06 12 34 56 78`), each with an optional extension (`x123`, `ext. 12`, `extension 3`) that is scrubbed with it | 7-15 digits before the extension; never part of a longer number |
 | `name` | names from a configurable list | whole words, case-insensitive, multi-word names allowed |
 
@@ -108,7 +108,12 @@ _GROUP = re.compile(r"\d+")
 
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _IPV4 = re.compile(rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?![\w]|\.\d)")
-_IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
+# full or `::`-compressed, optionally ending in an IPv4 address (`::ffff:1.2.3.4`) and a zone
+# (`fe80::1%eth0`); `_ipv6_ok` validates and drops colon-separated small numbers
+_IPV6 = re.compile(
+    rf"(?<![\w:.])(?:[0-9A-Fa-f]{{0,4}}:){{2,7}}(?:{_OCTET}(?:\.{_OCTET}){{3}}|[0-9A-Fa-f]{{0,4}})"
+    r"(?:%\w+)?(?![\w:]|\.\d)"
+)
 
 _PHONE = re.compile(
     r"""
@@ -291,13 +296,14 @@ class Scrubber:
                     # Luhn-invalid card-shaped runs are not PII; no other detector may eat them.
                     _claim(spans, m.start(), m.end(), None)
             if "ip" in det:
-                if digits >= 4 and "." in text:
-                    for m in _IPV4.finditer(text):
-                        _claim(spans, m.start(), m.end(), "ip")
-                if "::" in text or text.count(":") >= 7:
+                # IPv6 first: an IPv4-mapped address (::ffff:1.2.3.4) is one address
+                if "::" in text or text.count(":") >= 6:
                     for m in _IPV6.finditer(text):
                         if _ipv6_ok(m.group(0)):
                             _claim(spans, m.start(), m.end(), "ip")
+                if digits >= 4 and "." in text:
+                    for m in _IPV4.finditer(text):
+                        _claim(spans, m.start(), m.end(), "ip")
             if "phone" in det and digits >= 7:
                 for m in _PHONE.finditer(text):
                     value = m.group(0)
@@ -536,15 +542,19 @@ def _claim(spans: list[tuple[int, int, str | None]], start: int, end: int, kind:
 
 
 def _ipv6_ok(candidate: str) -> bool:
-    if candidate.count(":") < 2 or sum(c != ":" for c in candidate) < 4:
+    address = candidate.partition("%")[0]
+    if address.count(":") < 2 or sum(c != ":" for c in address) < 4:
         return False
-    if "::" not in candidate and candidate.count(":") != 7:
+    if "::" not in address and address.count(":") != (6 if "." in address else 7):
         return False
     try:
         ipaddress.IPv6Address(candidate)
     except ValueError:
         return False
-    return True
+    # Ratios, times and scores (16:9:4:3:2:1:0:5, 12:30::45) are valid IPv6 too. An address
+    # as people write it has a hex letter, a four-digit group (2001:) or an IPv4 tail.
+    return "." in address or any(
+        len(group) == 4 or not group.isdigit() for group in address.split(":") if group)
 
 
 _DEFAULT_SCRUBBER: Scrubber | None = None
