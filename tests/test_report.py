@@ -270,3 +270,34 @@ def test_html_report_loads_in_headless_chromium(regression: tuple[Comparison, Ve
     broken.write_text(report.read_text().replace("</body>", "<script>throw new Error('boom')</script></body>"))
     _, errors = _load_in_chromium(browser, broken, tmp_path / "profile2")
     assert any("boom" in ln for ln in errors)
+
+
+@pytest.mark.slow
+def test_html_report_long_unbroken_strings_do_not_widen_the_page(tmp_path: Path) -> None:
+    """A target name, metric, tag, note or gate reason without spaces wraps inside the page
+    instead of pushing it thousands of pixels wide."""
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    rng = np.random.default_rng(1)
+    n = 200
+    metric = "metric_" + "m" * 400
+    b = rng.random(n)
+    _, base, cand = write_run_pair(
+        tmp_path / "runs", base={metric: b}, cand={metric: np.clip(b - 0.2 * rng.random(n), 0, 1)},
+        tags={"k" * 300: np.array([f"{'v' * 1500}{i % 3}" for i in range(n)])},
+        outputs_base=["W" * 3000] * n, outputs_cand=["W" * 3000] * n, inputs=["Q" * 3000] * n)
+    cmp = compare_runs(base, cand, seed=0, n_boot=200)
+    cmp.candidate.target_name = "T" * 2000
+    cmp.notes.append("N" * 3000)
+    verdict = evaluate(cmp, Policy(rules=[Rule(metric=metric, max_drop=0.01, segments=["k" * 300])]))
+    assert verdict.failing_segments
+    probe = ("<script>document.body.setAttribute('data-width', document.documentElement.scrollWidth"
+             " + '/' + document.documentElement.clientWidth);</script></body>")
+    report = tmp_path / "report.html"
+    report.write_text(render_html(cmp, verdict).replace("</body>", probe))
+    dom, console = _load_in_chromium(browser, report, tmp_path / "profile")
+    assert console == [], console
+    width = re.search(r'data-width="(\d+)/(\d+)"', dom)
+    assert width is not None
+    assert int(width.group(1)) <= int(width.group(2)), width.group(0)

@@ -1,7 +1,7 @@
 """One self-contained HTML report: no external URLs, scripts or stylesheets (a Content
 Security Policy forbids loading any), inline SVG plots, and a small vanilla-JS browser of the
 worst regressions (tabs per metric, text filter). Every piece of user or model text is
-escaped. The script marks `<body data-ready="1">` when it has run, which tests check."""
+escaped, and a long unbroken one wraps rather than widening the page. The script marks `<body data-ready="1">` when it has run, which tests check."""
 
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ article.case header{display:flex;flex-wrap:wrap;gap:10px;align-items:baseline;ma
 pre{white-space:pre-wrap;word-break:break-word;background:var(--bg);border:1px solid var(--line);border-radius:6px;padding:6px 8px;margin:4px 0;max-height:320px;overflow:auto;font-size:12.5px}
 h4{margin:6px 0 2px;font-size:12px;text-transform:uppercase;letter-spacing:.04em;color:var(--muted)}
 .expl{font-size:12px;color:var(--muted);margin:2px 0}.err{color:var(--fail)}footer{padding:16px 28px;color:var(--muted);border-top:1px solid var(--line)}
+header.banner,nav,main,footer{overflow-wrap:anywhere}th,td.num,.pill{overflow-wrap:normal;white-space:nowrap}td{min-width:8em}td.num{min-width:0}
 """
 
 SCRIPT = """
