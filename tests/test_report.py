@@ -301,3 +301,14 @@ def test_html_report_long_unbroken_strings_do_not_widen_the_page(tmp_path: Path)
     width = re.search(r'data-width="(\d+)/(\d+)"', dom)
     assert width is not None
     assert int(width.group(1)) <= int(width.group(2)), width.group(0)
+
+
+def test_html_bidi_controls_in_user_text_cannot_reverse_the_report(
+        regression: tuple[Comparison, Verdict]) -> None:
+    cmp, verdict = regression
+    cmp = cmp.model_copy(deep=True)
+    cmp.notes.append("segment \u202egnp.exe\u2067 and \u202aend")
+    html = render_html(cmp, verdict)
+    assert not re.search("[\u202a-\u202e\u2066-\u2069]", html)
+    assert "segment &lt;U+202E&gt;gnp.exe&lt;U+2067&gt; and &lt;U+202A&gt;end" in html
+    assert "\u200f" in render_html(cmp.model_copy(update={"notes": ["rtl mark \u200f stays"]}))

@@ -1,11 +1,13 @@
 """One self-contained HTML report: no external URLs, scripts or stylesheets (a Content
 Security Policy forbids loading any), inline SVG plots, and a small vanilla-JS browser of the
 worst regressions (tabs per metric, text filter). Every piece of user or model text is
-escaped, and a long unbroken one wraps rather than widening the page. The script marks `<body data-ready="1">` when it has run, which tests check."""
+escaped (bidi override controls shown as `<U+202E>`), and a long unbroken one wraps rather
+than widening the page. The script marks `<body data-ready="1">` when it has run, which tests check."""
 
 from __future__ import annotations
 
 import math
+import re
 from html import escape
 
 from synthloop import __version__
@@ -76,8 +78,15 @@ SCRIPT = """
 """
 
 
+# Bidi embedding, override and isolate controls (U+202A-U+202E, U+2066-U+2069): left in, one
+# in a segment value or an output reverses the report's own text after it (Trojan Source).
+_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
 def _e(x: object) -> str:
-    return escape(str(x), quote=True)
+    """Escaped for HTML text and attributes; bidi controls are shown as `<U+202E>`."""
+    text = _BIDI_CONTROLS.sub(lambda m: f"<U+{ord(m.group(0)):04X}>", str(x))
+    return escape(text, quote=True)
 
 
 def _margin(verdict: Verdict | None, m: MetricComparison) -> float | None:
