@@ -245,3 +245,98 @@ def test_real_prompts_are_almost_all_left_alone(shared_data: Path) -> None:
     assert len(texts) == 3_062
     assert changed <= 0.01 * len(texts)
     assert s.counts["card"] == 0 and s.counts["iban"] == 0
+
+
+# --------------------------------------------------------------------------- audit gaps
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("iban de89-3704-0044-0532-0130-00 thanks", "de89-3704-0044-0532-0130-00"),
+        ("iban de89370400440532013000.", "de89370400440532013000"),
+        ("iban DE89-3704-0044-0532-0130-00 ok", "DE89-3704-0044-0532-0130-00"),
+        ("iban de89 3704 0044 0532 0130 00 ok", "de89 3704 0044 0532 0130 00"),
+        ("iban gb82 west 1234 5698 7654 32 ok", "gb82 west 1234 5698 7654 32"),
+        ("to Fr14-2004-1010-0505-0001-3m02-606", "Fr14-2004-1010-0505-0001-3m02-606"),
+    ],
+)
+def test_iban_in_lower_case_or_with_dashes(text: str, value: str) -> None:
+    assert [(m.kind, m.value) for m in find_pii(text)] == [("iban", value)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "iban de89-3704-0044-0532-0130-01 has a bad checksum",
+        "iban de89370400440532013001 has a bad checksum",
+        "meet at10 am tomorrow and bring the signed forms please",
+        "the de12 model and the at34 unit ship in 2024 with 12 parts",
+        "sku ab12-cdef-ghij-klmn-opqr-st",
+        "commit be12f0a9c3d4e5f60718293a4b5c6d7e8f901234 fixed it",
+    ],
+)
+def test_lower_case_iban_shapes_in_prose_are_not_pii(text: str) -> None:
+    assert find_pii(text) == []
+
+
+def test_iban_right_after_another_candidate_is_found() -> None:
+    text = "DE89 3704 0044 0532 0130 00 GB82WEST12345698765432 and ab12 or de89370400440532013000"
+    assert [m.value for m in find_pii(text)] == [
+        "DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432", "de89370400440532013000"]
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("call 415-555-2671x123 today", "415-555-2671x123"),
+        ("call +1 415 555 2671 ext. 12 today", "+1 415 555 2671 ext. 12"),
+        ("call (415) 555-2671 ext 4 now", "(415) 555-2671 ext 4"),
+        ("call 020 7946 0958 x 77.", "020 7946 0958 x 77"),
+        ("call +44 20 7946 0958 Ext.99", "+44 20 7946 0958 Ext.99"),
+        ("call 415.555.2671 extension 3210", "415.555.2671 extension 3210"),
+    ],
+)
+def test_phone_with_extension_is_scrubbed_whole(text: str, value: str) -> None:
+    assert [(m.kind, m.value) for m in find_pii(text)] == [("phone", value)]
+    assert scrub_text(text) == text.replace(value, "<PHONE>")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a 1920x1080 screen, 3x4 grid, 2x 10 mg", "order 12345 x 3 items", "ext. 12 and x123"],
+)
+def test_extension_words_alone_are_not_phones(text: str) -> None:
+    assert find_pii(text) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("v6 2001:0db8:85a3:0000:0000:8a2e:0370:7334 up", "2001:0db8:85a3:0000:0000:8a2e:0370:7334"),
+        ("v6 2001:db8:0:0:0:0:0:1 up", "2001:db8:0:0:0:0:0:1"),
+        ("v6 2001:0:0:0:0:0:0:1 up", "2001:0:0:0:0:0:0:1"),
+        ("v6 2001:db8::1.", "2001:db8::1"),
+        ("ping fe80::1%eth0 now", "fe80::1%eth0"),
+        ("ping fe80::1ff:fe23:4567:890a%wlan0.", "fe80::1ff:fe23:4567:890a%wlan0"),
+        ("mapped ::ffff:1.2.3.4 here", "::ffff:1.2.3.4"),
+        ("mapped ::ffff:192.168.1.10.", "::ffff:192.168.1.10"),
+        ("nat64 64:ff9b::192.0.2.33 ok", "64:ff9b::192.0.2.33"),
+    ],
+)
+def test_ipv6_forms(text: str, value: str) -> None:
+    assert [(m.kind, m.value) for m in find_pii(text)] == [("ip", value)]
+    assert scrub_text(text) == text.replace(value, "<IP>")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ratios 16:9:4:3:2:1:0:5 compared",
+        "times 10:30:00:00:00:00:00:01 logged",
+        "1:2:3:4:5:6:7:8",
+        "score 12:30::45 and 1::2 and 3:4::5:6",
+        "aspect 16:9 or 4:3, at 10:30:15, verse 3:16, a:b:c and x::y::z",
+        "version 1:2.3.4-5 and epoch 2:1.0.0",
+    ],
+)
+def test_colon_separated_small_numbers_are_not_ipv6(text: str) -> None:
+    assert find_pii(text) == []

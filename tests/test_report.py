@@ -285,3 +285,45 @@ def test_power_line_does_not_call_identical_runs_too_few() -> None:
     line = next(ln for ln in md.splitlines() if ln.startswith("- correct: at n=300"))
     assert "n/a (no case differed) paired cases" in line
     assert "too few" not in line
+
+
+@pytest.mark.slow
+def test_html_report_long_unbroken_strings_do_not_widen_the_page(tmp_path: Path) -> None:
+    """A target name, metric, tag, note or gate reason without spaces wraps inside the page
+    instead of pushing it thousands of pixels wide."""
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    rng = np.random.default_rng(1)
+    n = 200
+    metric = "metric_" + "m" * 400
+    b = rng.random(n)
+    _, base, cand = write_run_pair(
+        tmp_path / "runs", base={metric: b}, cand={metric: np.clip(b - 0.2 * rng.random(n), 0, 1)},
+        tags={"k" * 300: np.array([f"{'v' * 1500}{i % 3}" for i in range(n)])},
+        outputs_base=["W" * 3000] * n, outputs_cand=["W" * 3000] * n, inputs=["Q" * 3000] * n)
+    cmp = compare_runs(base, cand, seed=0, n_boot=200)
+    cmp.candidate.target_name = "T" * 2000
+    cmp.notes.append("N" * 3000)
+    verdict = evaluate(cmp, Policy(rules=[Rule(metric=metric, max_drop=0.01, segments=["k" * 300])]))
+    assert verdict.failing_segments
+    probe = ("<script>document.body.setAttribute('data-width', document.documentElement.scrollWidth"
+             " + '/' + document.documentElement.clientWidth);</script></body>")
+    report = tmp_path / "report.html"
+    report.write_text(render_html(cmp, verdict).replace("</body>", probe))
+    dom, console = _load_in_chromium(browser, report, tmp_path / "profile")
+    assert console == [], console
+    width = re.search(r'data-width="(\d+)/(\d+)"', dom)
+    assert width is not None
+    assert int(width.group(1)) <= int(width.group(2)), width.group(0)
+
+
+def test_html_bidi_controls_in_user_text_cannot_reverse_the_report(
+        regression: tuple[Comparison, Verdict]) -> None:
+    cmp, verdict = regression
+    cmp = cmp.model_copy(deep=True)
+    cmp.notes.append("segment \u202egnp.exe\u2067 and \u202aend")
+    html = render_html(cmp, verdict)
+    assert not re.search("[\u202a-\u202e\u2066-\u2069]", html)
+    assert "segment &lt;U+202E&gt;gnp.exe&lt;U+2067&gt; and &lt;U+202A&gt;end" in html
+    assert "\u200f" in render_html(cmp.model_copy(update={"notes": ["rtl mark \u200f stays"]}))

@@ -6,10 +6,10 @@ Detected types (`PII_TYPES`), in the priority order used when two detections ove
 | --- | --- | --- |
 | `url_token` | URLs carrying a secret: `token=`, `key=`, `sig=`, `access_token=`/`accessToken=`, `password=`, ... query parameters, `user:password@` credentials, or a long random path segment | the whole URL is replaced |
 | `email` | `name@domain.tld` | |
-| `iban` | `DE89 3704 0044 0532 0130 00` (spaces optional) | country length + ISO 13616 mod-97 checksum |
+| `iban` | `DE89 3704 0044 0532 0130 00`, any case, spaces or dashes optional | country length + ISO 13616 mod-97 checksum; lower-case or dashed: a known country, one run or groups of four |
 | `card` | 13-19 digits starting 2-6, contiguous or in groups of 3+ split by spaces or dashes (also inside a longer run of numbers) | Luhn checksum; card-shaped Luhn-invalid runs are left alone (and protected from the phone detector) |
-| `ip` | IPv4 dotted quads; IPv6 (full or `::`-compressed) | `ipaddress` validation |
-| `phone` | `+CC ...` international numbers, `(415) 555-2671`, `415-555-2671`, national numbers with a trunk `0` (`020 7946 0958`, `06 12 34 56 78`) | 7-15 digits; never part of a longer number |
+| `ip` | IPv4 dotted quads; IPv6 (full or `::`-compressed, with an IPv4 tail `::ffff:1.2.3.4` or a zone `fe80::1%eth0`) | `ipaddress` validation; an IPv6 candidate made only of decimal groups of 1-3 digits (`16:9:4:3:2:1:0:5`, `12:30::45`) is a ratio or a time, not an address |
+| `phone` | `+CC ...` international numbers, `(415) 555-2671`, `415-555-2671`, national numbers with a trunk `0` (`020 7946 0958`, `06 12 34 56 78`), each with an optional extension (`x123`, `ext. 12`, `extension 3`) that is scrubbed with it | 7-15 digits before the extension; never part of a longer number |
 | `name` | names from a configurable list | whole words, case-insensitive, multi-word names allowed |
 
 Replacement `placeholder` gives `<EMAIL>`, `<PHONE>`, `<CARD>`, `<IBAN>`, `<IP>`, `<URL>`,
@@ -86,7 +86,9 @@ _EMAIL = re.compile(
     r"(?:[^\W_](?:[\w-]*[^\W_])?\.)+[^\W\d_]{2,}(?![\w-]*@)"
 )
 
-_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}")
+# Any case, single spaces or dashes between characters; `_iban_span` decides (see there).
+_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?:[ -]?[A-Za-z0-9]){11,30}")
+_IBAN_SEP = re.compile(r"[ -]")
 _IBAN_LENGTHS: dict[str, int] = {
     "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,
     "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28,
@@ -106,7 +108,12 @@ _GROUP = re.compile(r"\d+")
 
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _IPV4 = re.compile(rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?![\w]|\.\d)")
-_IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
+# full or `::`-compressed, optionally ending in an IPv4 address (`::ffff:1.2.3.4`) and a zone
+# (`fe80::1%eth0`); `_ipv6_ok` validates and drops colon-separated small numbers
+_IPV6 = re.compile(
+    rf"(?<![\w:.])(?:[0-9A-Fa-f]{{0,4}}:){{2,7}}(?:{_OCTET}(?:\.{_OCTET}){{3}}|[0-9A-Fa-f]{{0,4}})"
+    r"(?:%\w+)?(?![\w:]|\.\d)"
+)
 
 _PHONE = re.compile(
     r"""
@@ -118,6 +125,7 @@ _PHONE = re.compile(
       | 1[ .-](?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}                      # 1-415-555-2671
       | 0\d{1,4}[ .-]\d{2,5}(?:[ .-]?\d{2,5}){1,3}                            # 020 7946 0958
     )
+    (?P<ext>[ ]?(?i:x|ext[.:]?|extension)[ ]?\d{1,6})?                     # x123, ext. 12
     (?![\w]|[ .,:/-]\d)
     """,
     re.VERBOSE,
@@ -270,10 +278,16 @@ class Scrubber:
                 for m in _EMAIL.finditer(text):
                     _claim(spans, m.start(), m.end(), "email")
             if "iban" in det and digits >= 2:
-                for m in _IBAN.finditer(text):
-                    span = self._iban_span(text, m.start(), m.end())
+                pos = 0
+                while (cand := _IBAN.search(text, pos)) is not None:
+                    # a candidate that is not an IBAN may have run into one: look again
+                    # from its next character rather than from its end
+                    span = self._iban_span(text, cand.start(), cand.end())
                     if span is not None:
                         _claim(spans, span[0], span[1], "iban")
+                        pos = span[1]
+                    else:
+                        pos = cand.start() + 1
             for m in _DIGIT_RUN.finditer(text) if digits >= 13 else ():
                 card, protect = _card_in_run(m.group(0))
                 if card is not None and "card" in det:
@@ -282,17 +296,19 @@ class Scrubber:
                     # Luhn-invalid card-shaped runs are not PII; no other detector may eat them.
                     _claim(spans, m.start(), m.end(), None)
             if "ip" in det:
-                if digits >= 4 and "." in text:
-                    for m in _IPV4.finditer(text):
-                        _claim(spans, m.start(), m.end(), "ip")
-                if "::" in text or text.count(":") >= 7:
+                # IPv6 first: an IPv4-mapped address (::ffff:1.2.3.4) is one address
+                if "::" in text or text.count(":") >= 6:
                     for m in _IPV6.finditer(text):
                         if _ipv6_ok(m.group(0)):
                             _claim(spans, m.start(), m.end(), "ip")
+                if digits >= 4 and "." in text:
+                    for m in _IPV4.finditer(text):
+                        _claim(spans, m.start(), m.end(), "ip")
             if "phone" in det and digits >= 7:
                 for m in _PHONE.finditer(text):
                     value = m.group(0)
-                    n = len(_DIGITS.findall(value))
+                    number = value if m.start("ext") < 0 else text[m.start():m.start("ext")]
+                    n = len(_DIGITS.findall(number))
                     low = 8 if value[0] == "+" else 7
                     if low <= n <= 15 and not _DATE_LIKE.match(value):
                         _claim(spans, m.start(), m.end(), "phone")
@@ -305,10 +321,13 @@ class Scrubber:
         return [PiiMatch(kind, a, b, text[a:b]) for a, b, kind in spans if kind is not None]
 
     def _iban_span(self, text: str, start: int, end: int) -> tuple[int, int] | None:
-        # Walk the candidate's characters (skipping single spaces) and try the country's length
-        # first, then every plausible length, longest first; the checksum decides.
-        positions = [i for i in range(start, end) if text[i] != " "]
-        compact = "".join(text[i] for i in positions)
+        # Walk the candidate's characters (skipping single spaces and dashes) and try the
+        # country's length first, then every plausible length, longest first; the checksum
+        # decides. Upper case with spaces is the print form and is taken as it comes; a
+        # lower-case or dashed candidate (which prose and ids resemble more often) must name a
+        # known country and be one run of characters or groups of four.
+        positions = [i for i in range(start, end) if text[i] != " " and text[i] != "-"]
+        compact = "".join(text[i] for i in positions).upper()
         expected = _IBAN_LENGTHS.get(compact[:2])
         lengths = [expected] if expected is not None else range(min(len(compact), 34), 14, -1)
         for n in lengths:
@@ -317,6 +336,10 @@ class Scrubber:
             if iban_valid(compact[:n]):
                 stop = positions[n - 1] + 1
                 if stop < len(text) and text[stop].isalnum():
+                    continue
+                written = text[start:stop]
+                if ("-" in written or not written.isupper()) and (
+                        expected is None or not _iban_grouping_ok(written)):
                     continue
                 return start, stop
         return None
@@ -496,6 +519,19 @@ def _card_in_run(run: str) -> tuple[tuple[int, int] | None, bool]:
     return None, protect
 
 
+def _iban_grouping_ok(written: str) -> bool:
+    """An IBAN written as one run, as its first four characters and the rest, or in groups of
+    four (the last one shorter), with one kind of separator."""
+    groups = _IBAN_SEP.split(written)
+    if len(groups) == 1:
+        return True
+    if " " in written and "-" in written:
+        return False
+    if len(groups) == 2 and len(groups[0]) == 4:
+        return True
+    return all(len(g) == 4 for g in groups[:-1]) and 1 <= len(groups[-1]) <= 4
+
+
 def _claim(spans: list[tuple[int, int, str | None]], start: int, end: int, kind: str | None
            ) -> None:
     """Add a span unless it overlaps one claimed before (earlier detectors win)."""
@@ -506,15 +542,19 @@ def _claim(spans: list[tuple[int, int, str | None]], start: int, end: int, kind:
 
 
 def _ipv6_ok(candidate: str) -> bool:
-    if candidate.count(":") < 2 or sum(c != ":" for c in candidate) < 4:
+    address = candidate.partition("%")[0]
+    if address.count(":") < 2 or sum(c != ":" for c in address) < 4:
         return False
-    if "::" not in candidate and candidate.count(":") != 7:
+    if "::" not in address and address.count(":") != (6 if "." in address else 7):
         return False
     try:
         ipaddress.IPv6Address(candidate)
     except ValueError:
         return False
-    return True
+    # Ratios, times and scores (16:9:4:3:2:1:0:5, 12:30::45) are valid IPv6 too. An address
+    # as people write it has a hex letter, a four-digit group (2001:) or an IPv4 tail.
+    return "." in address or any(
+        len(group) == 4 or not group.isdigit() for group in address.split(":") if group)
 
 
 _DEFAULT_SCRUBBER: Scrubber | None = None

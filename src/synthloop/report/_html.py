@@ -1,11 +1,13 @@
 """One self-contained HTML report: no external URLs, scripts or stylesheets (a Content
 Security Policy forbids loading any), inline SVG plots, and a small vanilla-JS browser of the
 worst regressions (tabs per metric, text filter). Every piece of user or model text is
-escaped. The script marks `<body data-ready="1">` when it has run, which tests check."""
+escaped (bidi override controls shown as `<U+202E>`), and a long unbroken one wraps rather
+than widening the page. The script marks `<body data-ready="1">` when it has run, which tests check."""
 
 from __future__ import annotations
 
 import math
+import re
 from html import escape
 
 from synthloop import __version__
@@ -42,6 +44,7 @@ article.case header{display:flex;flex-wrap:wrap;gap:10px;align-items:baseline;ma
 pre{white-space:pre-wrap;word-break:break-word;background:var(--bg);border:1px solid var(--line);border-radius:6px;padding:6px 8px;margin:4px 0;max-height:320px;overflow:auto;font-size:12.5px}
 h4{margin:6px 0 2px;font-size:12px;text-transform:uppercase;letter-spacing:.04em;color:var(--muted)}
 .expl{font-size:12px;color:var(--muted);margin:2px 0}.err{color:var(--fail)}footer{padding:16px 28px;color:var(--muted);border-top:1px solid var(--line)}
+header.banner,nav,main,footer{overflow-wrap:anywhere}th,td.num,.pill{overflow-wrap:normal;white-space:nowrap}td{min-width:8em}td.num{min-width:0}
 """
 
 SCRIPT = """
@@ -75,8 +78,15 @@ SCRIPT = """
 """
 
 
+# Bidi embedding, override and isolate controls (U+202A-U+202E, U+2066-U+2069): left in, one
+# in a segment value or an output reverses the report's own text after it (Trojan Source).
+_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
 def _e(x: object) -> str:
-    return escape(str(x), quote=True)
+    """Escaped for HTML text and attributes; bidi controls are shown as `<U+202E>`."""
+    text = _BIDI_CONTROLS.sub(lambda m: f"<U+{ord(m.group(0)):04X}>", str(x))
+    return escape(text, quote=True)
 
 
 def _margin(verdict: Verdict | None, m: MetricComparison) -> float | None:
