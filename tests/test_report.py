@@ -327,3 +327,7 @@ def test_html_bidi_controls_in_user_text_cannot_reverse_the_report(
     assert not re.search("[\u202a-\u202e\u2066-\u2069]", html)
     assert "segment &lt;U+202E&gt;gnp.exe&lt;U+2067&gt; and &lt;U+202A&gt;end" in html
     assert "\u200f" in render_html(cmp.model_copy(update={"notes": ["rtl mark \u200f stays"]}))
+    # the same in the Markdown (a PR comment)
+    md = render_markdown(cmp, verdict)
+    assert not re.search("[\u202a-\u202e\u2066-\u2069]", md)
+    assert "segment &lt;U+202E>gnp.exe&lt;U+2067> and &lt;U+202A>end" in md

@@ -7,13 +7,13 @@ than widening the page. The script marks `<body data-ready="1">` when it has run
 from __future__ import annotations
 
 import math
-import re
 from html import escape
 
 from synthloop import __version__
 from synthloop.gate import Verdict, fmt, fmt_p
 from synthloop.report._markdown import HEADLINE, power_lines
 from synthloop.report._svg import BLUE, ORANGE, ForestRow, forest_plot, heatmap, histogram
+from synthloop.report._text import show_bidi_controls
 from synthloop.stats import CaseDiff, Comparison, MetricComparison, PairStats
 
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
@@ -78,15 +78,9 @@ SCRIPT = """
 """
 
 
-# Bidi embedding, override and isolate controls (U+202A-U+202E, U+2066-U+2069): left in, one
-# in a segment value or an output reverses the report's own text after it (Trojan Source).
-_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
-
-
 def _e(x: object) -> str:
     """Escaped for HTML text and attributes; bidi controls are shown as `<U+202E>`."""
-    text = _BIDI_CONTROLS.sub(lambda m: f"<U+{ord(m.group(0)):04X}>", str(x))
-    return escape(text, quote=True)
+    return escape(show_bidi_controls(str(x)), quote=True)
 
 
 def _margin(verdict: Verdict | None, m: MetricComparison) -> float | None:

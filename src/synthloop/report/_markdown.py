@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from synthloop.gate import CheckResult, Verdict, fmt, fmt_p
+from synthloop.report._text import show_bidi_controls
 from synthloop.stats import Comparison, MetricComparison, PairStats
 
 ICON = {"pass": "✅", "fail": "❌", "inconclusive": "⚠️"}
@@ -17,7 +18,9 @@ _ENTITY_START = re.compile(r"&(?=#?[A-Za-z0-9]+;)")
 
 
 def _one_line(text: str) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
+    """One line, pipes escaped, bidi controls written out (`<U+202E>`: one left in reverses
+    the text after it in a PR comment)."""
+    return " ".join(show_bidi_controls(str(text)).split()).replace("|", "\\|")
 
 
 def _cell(text: str) -> str:
@@ -25,7 +28,7 @@ def _cell(text: str) -> str:
     a `<` that could open an HTML tag or comment, and an `&` that could start an entity, are
     escaped, so a tag value or rule name holding HTML (GitHub renders raw `<img>`,
     `<details>` in comments) shows as text; `<=` and `p <1e-6` stay as they are."""
-    text = _ENTITY_START.sub("&amp;", str(text))
+    text = _ENTITY_START.sub("&amp;", show_bidi_controls(str(text)))
     return _one_line(_TAG_START.sub("&lt;", text))
 
 
