@@ -331,3 +331,8 @@ def test_html_bidi_controls_in_user_text_cannot_reverse_the_report(
     md = render_markdown(cmp, verdict)
     assert not re.search("[\u202a-\u202e\u2066-\u2069]", md)
     assert "segment &lt;U+202E>gnp.exe&lt;U+2067> and &lt;U+202A>end" in md
+    bad = verdict.model_copy(deep=True)
+    bad.results[0].reason = "reason \u202eesrever"
+    junit = render_junit(bad, cmp)
+    assert not re.search("[\u202a-\u202e\u2066-\u2069]", junit)
+    assert "reason &lt;U+202E&gt;esrever" in junit

@@ -8,14 +8,16 @@ import re
 import xml.etree.ElementTree as ET
 
 from synthloop.gate import Verdict
+from synthloop.report._text import show_bidi_controls
 from synthloop.stats import Comparison
 
 _BAD_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 def _x(text: object) -> str:
-    """Text that is valid in XML 1.0 (control characters dropped)."""
-    return _BAD_XML.sub("", str(text))
+    """Text that is valid in XML 1.0 (control characters dropped), bidi controls written out
+    as `<U+202E>` (a CI page showing the reason would otherwise reverse it)."""
+    return _BAD_XML.sub("", show_bidi_controls(str(text)))
 
 
 def render_junit(verdict: Verdict, cmp: Comparison | None = None) -> str:
